@@ -1,0 +1,55 @@
+/*
+ * cache.h - the private cache: copies of plugin files that are the only
+ * paths ever handed to dlopen. The watched file may be overwritten, even in
+ * place, while its copy is loaded. Every copy has a name never reused in
+ * this process: "<stem>.<n>.so".
+ */
+#ifndef HS_CACHE_H
+#define HS_CACHE_H
+
+#include <stdint.h>
+
+#include "err.h"
+
+typedef struct hs_cache {
+  char *dir;       /* owned; mode 0700, owned by us */
+  int dirfd;       /* O_DIRECTORY fd of dir */
+  uint64_t next;   /* the next copy's number */
+} hs_cache;
+
+/* One copy in the cache. */
+typedef struct hs_cache_file {
+  char *path;      /* owned; absolute path of the copy */
+  uint64_t hash;   /* content hash of the copy */
+  uint64_t size;   /* bytes */
+} hs_cache_file;
+
+/* Creates a fresh private directory "hotswap-<pid>-XXXXXX" under parent
+ * (NULL: $TMPDIR, else /tmp) with mode 0700 and checks its owner and mode.
+ * Returns 0 or a negative code with err filled (stage "cache"). */
+int hs_cache_init(hs_cache *c, const char *parent, hs_error *err);
+
+/* Removes every file in the cache and the directory itself. */
+void hs_cache_close(hs_cache *c);
+
+/*
+ * Copies the regular file name (relative to dirfd; symlinks are not
+ * followed) into the cache through one opened fd, hashes the copy and runs
+ * hs_elf_check on it. On success fills out (caller frees with
+ * hs_cache_file_free or hs_cache_remove) and returns 0. On failure leaves
+ * nothing in the cache and returns a negative code with err filled: stage
+ * "copy" (open/read/write errors, not a regular file) or "elf".
+ */
+int hs_cache_add(hs_cache *c, int dirfd, const char *name,
+                 hs_cache_file *out, hs_error *err);
+
+/* Deletes the copy's file and frees f's fields. Harmless on an empty f. */
+void hs_cache_remove(hs_cache *c, hs_cache_file *f);
+
+/* Frees f's fields without deleting the file. */
+void hs_cache_file_free(hs_cache_file *f);
+
+/* The content hash used by the cache (64-bit, not cryptographic). */
+uint64_t hs_hash(const void *data, size_t size);
+
+#endif /* HS_CACHE_H */

@@ -1,0 +1,115 @@
+/*
+ * registry.h - the plugins of one directory and the pipeline each change
+ * goes through: copy into the cache (by content hash: unchanged content
+ * stops here) -> validate in the sandbox -> swap in the live loop.
+ *
+ * One slot per plugin name. A slot keeps the live version (if any), the
+ * state, the last error and the last reload's timings. A change that
+ * arrives while a slot's candidate is being validated is remembered and
+ * tried once the current one is done, so the newest content always wins.
+ */
+#ifndef HS_REGISTRY_H
+#define HS_REGISTRY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "api.h"
+#include "cache.h"
+#include "err.h"
+#include "loader.h"
+#include "loop.h"
+#include "sandbox.h"
+#include "state.h"
+
+typedef struct hs_registry hs_registry;
+typedef struct hs_slot hs_slot;
+
+/* Called once when a forced reload (hs_registry_reload) is over: err code
+ * 0 when the new version is live. */
+typedef void (*hs_reload_cb)(hs_slot *slot, const hs_error *err, void *data);
+
+/* Timings of one reload, each from the change's detection. */
+typedef struct hs_timings {
+  uint64_t validated_ns;  /* detection -> sandbox verdict */
+  uint64_t swapped_ns;    /* detection -> new version live */
+  uint64_t pause_ns;      /* how long the loop was blocked by the swap */
+} hs_timings;
+
+struct hs_slot {
+  hs_ctx ctx;              /* handed to the plugin's callbacks */
+  hs_registry *reg;
+  char *name;              /* owned: file name without ".so" */
+  char *file;              /* owned: file name in the plugin directory */
+
+  /* the live version */
+  int loaded;              /* 1 while a version is live */
+  hs_image img;            /* its image */
+  hs_cache_file copy;      /* its cache copy */
+  char version[128];       /* its version string */
+  uint32_t generation;     /* versions loaded so far (1 after first load) */
+  uint32_t reloads;        /* successful reloads (generation - 1, or more
+                              after unload/load) */
+  int64_t loaded_at;       /* wall clock (s since epoch) of the live load */
+  hs_state state;          /* the state the host owns */
+
+  /* the pipeline */
+  hs_sandbox *sb;          /* validation under way, or NULL */
+  hs_cache_file candidate; /* the copy being validated */
+  uint64_t detect_ns;      /* when the change being handled was seen */
+  int again;               /* a change arrived during validation */
+  int force;               /* the next run reloads even unchanged content */
+  hs_reload_cb done_cb;    /* forced reload waiting for its outcome */
+  void *done_data;
+
+  hs_error last_error;     /* code 0 if the last attempt succeeded */
+  hs_timings last;         /* of the last successful reload */
+};
+
+typedef struct hs_registry_opts {
+  int allow_state_reset;       /* --allow-state-reset */
+  hs_sandbox_limits limits;    /* for every validation */
+} hs_registry_opts;
+
+struct hs_registry {
+  hs_loop *loop;
+  hs_cache *cache;
+  char *dir;                   /* owned copy of the plugin directory */
+  int dirfd;                   /* O_DIRECTORY fd of dir */
+  hs_registry_opts opts;
+  hs_slot **slots;             /* owned; sorted by name */
+  size_t nslots, capslots;
+  int64_t started_at;          /* wall clock (s) at init */
+  uint64_t started_ns;         /* monotonic at init */
+};
+
+/* Opens dir for a registry. Returns 0 or a negative code with err filled. */
+int hs_registry_init(hs_registry *reg, hs_loop *loop, hs_cache *cache,
+                     const char *dir, const hs_registry_opts *opts,
+                     hs_error *err);
+
+/* Unloads every plugin with reason, cancels validations, frees all. */
+void hs_registry_close(hs_registry *reg, hs_unload_reason reason);
+
+/* Runs every "*.so" in the directory through the pipeline (new ones load,
+ * changed ones reload, vanished ones unload). At start and on SIGHUP. */
+void hs_registry_scan(hs_registry *reg);
+
+/* The watcher saw file change or vanish. Files that are not plugins are
+ * ignored. */
+void hs_registry_changed(hs_registry *reg, const char *file);
+void hs_registry_removed(hs_registry *reg, const char *file);
+
+/* Finds a slot by plugin name; NULL if none. */
+hs_slot *hs_registry_find(hs_registry *reg, const char *name);
+
+/* Reloads name even if its content is unchanged; cb runs once with the
+ * outcome (possibly before this returns). Returns 0, or HS_ENOENT if no
+ * such plugin (cb not called). */
+int hs_registry_reload(hs_registry *reg, const char *name, hs_reload_cb cb,
+                       void *data);
+
+/* Returns 1 if no validation is under way in any slot. */
+int hs_registry_idle(const hs_registry *reg);
+
+#endif /* HS_REGISTRY_H */

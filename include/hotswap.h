@@ -1,0 +1,199 @@
+/*
+ * hotswap.h - the plugin ABI of hotswap, the live-reloading plugin host.
+ *
+ * This is the only header a plugin includes. A plugin is a shared object
+ * that exports one symbol, HS_ENTRY_SYMBOL, of type hs_entry_fn. The host
+ * calls it with a table of host functions (hs_api) and receives a static
+ * descriptor (hs_plugin) that names the plugin, its state and its callbacks.
+ * Plugins link against nothing of the host's: everything they need from the
+ * host is reached through the hs_api table.
+ *
+ * Growth rules (see docs/plugins.md):
+ *   - Both structs start with an ABI version and their own size; the host
+ *     checks them before it reads anything else.
+ *   - Members are only ever appended, marked "since ABI n". A changed
+ *     signature becomes a new member with a _v2 suffix.
+ *   - A plugin built against ABI n loads in every host that speaks ABI >= n.
+ *     A plugin that uses a member added in ABI n tests api->abi_version
+ *     (or the member for NULL) first.
+ */
+#ifndef HOTSWAP_H
+#define HOTSWAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- identity ---------------------------------------------------------- */
+
+#define HS_ABI_VERSION 1            /* bumped whenever a member is appended */
+
+#define HS_VERSION_MAJOR 0
+#define HS_VERSION_MINOR 1
+#define HS_VERSION_PATCH 0
+#define HS_VERSION_STRING "0.1.0"
+
+/* The one symbol a plugin exports. */
+#define HS_ENTRY_SYMBOL "hotswap_plugin_entry"
+
+/* ---- status codes ------------------------------------------------------ */
+
+/*
+ * Every function of the ABI returns 0 on success or a negative code. Codes
+ * that mirror errno have the value -errno (as in libuv); hotswap's own codes
+ * start at -4000. Plugins may return any of these from their callbacks.
+ * The host's log prints the name (HS_EABI) and message of each.
+ */
+#define HS_ERRNO_MAP(X)                                                        \
+  X(EPERM, -1, "operation not permitted")                                      \
+  X(ENOENT, -2, "no such file or directory")                                   \
+  X(EIO, -5, "i/o error")                                                      \
+  X(ENOMEM, -12, "out of memory")                                              \
+  X(EACCES, -13, "permission denied")                                          \
+  X(EBUSY, -16, "resource busy")                                               \
+  X(EEXIST, -17, "already exists")                                             \
+  X(EINVAL, -22, "invalid argument")                                           \
+  X(ENOSPC, -28, "no space left on device")                                    \
+  X(ERANGE, -34, "result out of range")                                        \
+  X(ENOSYS, -38, "function not implemented")                                   \
+  X(ETIMEDOUT, -110, "timed out")                                              \
+  X(ENOTELF, -4001, "not an ELF shared object")                                \
+  X(EELFARCH, -4002, "ELF object built for another machine")                   \
+  X(ETRUNCATED, -4003, "file is truncated")                                    \
+  X(EDLOPEN, -4004, "dynamic loader refused the object")                       \
+  X(ENOENTRY, -4005, "entry symbol " HS_ENTRY_SYMBOL " not found")             \
+  X(EABI, -4006, "incompatible plugin ABI")                                    \
+  X(EDESC, -4007, "invalid plugin descriptor")                                 \
+  X(ENOMIGRATE, -4008, "state version changed and no migrate function")        \
+  X(EMIGRATE, -4009, "migrate function failed")                                \
+  X(ELOAD, -4010, "load callback failed")                                      \
+  X(ESELFTEST, -4011, "selftest failed")                                       \
+  X(ECRASH, -4012, "plugin crashed")                                           \
+  X(ESANDBOX, -4013, "sandbox failed")                                         \
+  X(ENOTLOADED, -4014, "plugin is not loaded")
+
+#define HS_ERRNO_ENUM_(name, value, msg) HS_##name = (value),
+typedef enum {
+  HS_OK = 0,
+  HS_ERRNO_MAP(HS_ERRNO_ENUM_)
+} hs_status;
+#undef HS_ERRNO_ENUM_
+
+/* ---- enums ------------------------------------------------------------- */
+
+/* Why load() is called. */
+typedef enum {
+  HS_LOAD_START = 1,    /* first load in this host: state is zeroed */
+  HS_LOAD_RELOAD = 2,   /* a new version replaces the previous one */
+  HS_LOAD_UPGRADE = 3,  /* the host re-executed itself; state carried over */
+  HS_LOAD_ROLLBACK = 4  /* a swap failed; this (previous) version returns */
+} hs_load_reason;
+
+/* Why unload() is called. */
+typedef enum {
+  HS_UNLOAD_RELOAD = 1,   /* a new version takes over this state */
+  HS_UNLOAD_REMOVED = 2,  /* the plugin's file was deleted */
+  HS_UNLOAD_SHUTDOWN = 3, /* the host is exiting */
+  HS_UNLOAD_UPGRADE = 4   /* the host is about to re-execute itself */
+} hs_unload_reason;
+
+/* Log levels of hs_api.log. */
+typedef enum {
+  HS_LOG_DEBUG = 0,
+  HS_LOG_INFO = 1,
+  HS_LOG_WARN = 2,
+  HS_LOG_ERROR = 3
+} hs_log_level;
+
+/* ---- types ------------------------------------------------------------- */
+
+/* The host's handle for one plugin; opaque to plugins. */
+typedef struct hs_ctx hs_ctx;
+
+#if defined(__GNUC__)
+#define HS_PRINTF_(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#define HS_PRINTF_(fmt, args)
+#endif
+
+/*
+ * The host's functions, handed to the entry symbol. The table lives as long
+ * as the host; a plugin may keep the pointer in a static variable. Every
+ * function takes the ctx the host passed to the callback being run.
+ */
+typedef struct hs_api {
+  uint32_t abi_version; /* HS_ABI_VERSION of the host */
+  uint32_t size;        /* sizeof(hs_api) as the host was built */
+
+  /* Writes one log line tagged with the plugin's name. */
+  void (*log)(hs_ctx *ctx, hs_log_level level, const char *fmt, ...)
+      HS_PRINTF_(3, 4);
+  /* The plugin's name (its file name without ".so"); valid while loaded. */
+  const char *(*name)(hs_ctx *ctx);
+  /* The directory the plugin's file is in; valid while loaded. */
+  const char *(*dir)(hs_ctx *ctx);
+  /* Monotonic time in nanoseconds (CLOCK_MONOTONIC). */
+  uint64_t (*now_ns)(hs_ctx *ctx);
+  /* 1 inside the validation sandbox, 0 in the live host. Plugins skip
+   * outside effects (binding ports, writing files) when it returns 1. */
+  int (*in_sandbox)(hs_ctx *ctx);
+  /* Calls the descriptor's tick() every interval_ms milliseconds from now
+   * on, replacing any earlier rate. Returns 0, HS_EINVAL for 0 or a plugin
+   * without tick(). Ticks stop by themselves at unload. */
+  int (*tick_start)(hs_ctx *ctx, uint32_t interval_ms);
+  /* Stops the ticks started by tick_start(); harmless when none run. */
+  void (*tick_stop)(hs_ctx *ctx);
+} hs_api;
+
+/*
+ * The plugin's descriptor, returned by the entry symbol. It must stay valid
+ * while the plugin is loaded: make it a static const object.
+ *
+ * State: the host owns state_size bytes for the plugin, zeroed at the first
+ * load, and passes them to every callback. They survive every reload. The
+ * state must be plain data: no pointers (into the plugin or the heap), since
+ * the code and data they point at are gone after a reload. When a new
+ * version has the same state_version and state_size, it gets the same bytes;
+ * otherwise its migrate() builds the new state from the old.
+ */
+typedef struct hs_plugin {
+  uint32_t abi_version;   /* HS_ABI_VERSION the plugin was built against */
+  uint32_t size;          /* sizeof(hs_plugin) the plugin was built with */
+  const char *name;       /* short name, for humans and the log */
+  const char *version;    /* human version string, e.g. "1.4.2" */
+  uint32_t state_version; /* layout version of the state struct, >= 1 */
+  uint32_t state_size;    /* bytes of state the host keeps; 0 for none */
+
+  /* Required. Starts the plugin on its state. Returns 0 or a negative
+   * code; on failure the host unloads this version without unload(). */
+  int (*load)(hs_ctx *ctx, void *state, hs_load_reason reason);
+  /* Required. Stops the plugin; the state stays with the host. */
+  void (*unload)(hs_ctx *ctx, void *state, hs_unload_reason reason);
+  /* Optional. Called at the rate set with hs_api.tick_start(). */
+  void (*tick)(hs_ctx *ctx, void *state);
+  /* Optional. Fills new_state (state_size zeroed bytes) from the state of
+   * a previous version: old_size bytes of layout old_version. Called when
+   * state_version or state_size differ. Returns 0 or a negative code. */
+  int (*migrate)(hs_ctx *ctx, void *new_state, const void *old_state,
+                 uint32_t old_version, uint32_t old_size);
+  /* Optional. Run only in the validation sandbox, after load(). Returns 0
+   * if this version works, a negative code if it must not be swapped in. */
+  int (*selftest)(hs_ctx *ctx, void *state);
+} hs_plugin;
+
+/* The type of the entry symbol. Returns the descriptor, or NULL to refuse. */
+typedef const hs_plugin *hs_entry_fn(const hs_api *api);
+
+/* Marks the entry symbol for export from a library built with
+ * -fvisibility=hidden. Use as: HS_EXPORT const hs_plugin *
+ * hotswap_plugin_entry(const hs_api *api) { ... } */
+#if defined(__GNUC__)
+#define HS_EXPORT __attribute__((visibility("default")))
+#else
+#define HS_EXPORT
+#endif
+
+/* The entry symbol's declaration, so that plugins define it with a
+ * prototype in scope. The host never defines it. */
+HS_EXPORT hs_entry_fn hotswap_plugin_entry;
+
+#endif /* HOTSWAP_H */
