@@ -54,6 +54,7 @@ struct hs_loop {
   int sigfd;                   /* signalfd, -1 until a signal is watched */
   hs_io sigio;
   sigset_t sigmask;            /* signals routed to sigfd (blocked) */
+  sigset_t sigorig;            /* mask before the first signal was routed */
   struct {
     int signum;
     hs_signal_cb cb;

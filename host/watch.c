@@ -1,1 +1,246 @@
-/* stub */
+/*
+ * watch.c - the plugin directory's changes, from inotify, settled per name.
+ *
+ * A rename into place is reported at once. Every other event puts the name
+ * on the pending list with a deadline settle_ns from now (or moves its
+ * deadline); one loop timer is armed for the earliest deadline. When a
+ * name's deadline passes, whether it exists decides CHANGED or REMOVED.
+ * The callback may call hs_watch_stop(); w itself must outlive the call.
+ */
+#include "watch.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+
+#include "hotswap.h"
+
+#define WATCH_MASK                                                             \
+  (IN_CREATE | IN_MODIFY | IN_CLOSE_WRITE | IN_ATTRIB | IN_DELETE |            \
+   IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
+
+struct hs_watch_pending {
+  hs_watch_pending *next;
+  uint64_t due_ns; /* when the name has been quiet for settle_ns */
+  char name[];     /* NUL-terminated */
+};
+
+static int stopped(const hs_watch *w) {
+  return w->ifd < 0;
+}
+
+static void pending_free_all(hs_watch_pending *p) {
+  while (p != NULL) {
+    hs_watch_pending *next = p->next;
+    free(p);
+    p = next;
+  }
+}
+
+/* Unlinks and returns the pending entry for name, or NULL. */
+static hs_watch_pending *pending_take(hs_watch *w, const char *name) {
+  hs_watch_pending **pp;
+
+  for (pp = &w->pending; *pp != NULL; pp = &(*pp)->next)
+    if (strcmp((*pp)->name, name) == 0) {
+      hs_watch_pending *p = *pp;
+      *pp = p->next;
+      p->next = NULL;
+      return p;
+    }
+  return NULL;
+}
+
+/* Sets name's deadline to due_ns, adding it when new. Returns 0 or
+ * HS_ENOMEM. */
+static int pending_touch(hs_watch *w, const char *name, uint64_t due_ns) {
+  hs_watch_pending *p;
+  size_t len;
+
+  for (p = w->pending; p != NULL; p = p->next)
+    if (strcmp(p->name, name) == 0) {
+      p->due_ns = due_ns;
+      return 0;
+    }
+  len = strlen(name);
+  p = malloc(sizeof(*p) + len + 1);
+  if (p == NULL)
+    return HS_ENOMEM;
+  memcpy(p->name, name, len + 1);
+  p->due_ns = due_ns;
+  p->next = w->pending;
+  w->pending = p;
+  return 0;
+}
+
+/* Arms the timer for the earliest deadline, or disarms it when nothing is
+ * pending. */
+static void rearm(hs_watch *w) {
+  const hs_watch_pending *p;
+  uint64_t first = UINT64_MAX, now;
+
+  if (w->pending == NULL) {
+    hs_loop_timer_stop(&w->timer);
+    return;
+  }
+  for (p = w->pending; p != NULL; p = p->next)
+    if (p->due_ns < first)
+      first = p->due_ns;
+  now = hs_now_ns();
+  /* The heap has room for a timer that was started before; a first start
+   * that fails for memory leaves the names pending until the next event. */
+  (void)hs_loop_timer_start(w->loop, &w->timer, first > now ? first - now : 0,
+                            0);
+}
+
+static void on_timer(hs_timer *t) {
+  hs_watch *w = t->data;
+  hs_watch_pending *due = NULL, **pp = &w->pending;
+  uint64_t now = hs_now_ns();
+  int dfd;
+
+  /* Move every expired name to a list of our own first, so that the
+   * callbacks may stop the watch or cause new events. */
+  while (*pp != NULL) {
+    hs_watch_pending *p = *pp;
+    if (p->due_ns <= now) {
+      *pp = p->next;
+      p->next = due;
+      due = p;
+    } else {
+      pp = &p->next;
+    }
+  }
+  rearm(w);
+  if (due == NULL)
+    return;
+
+  dfd = open(w->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  while (due != NULL) {
+    hs_watch_pending *p = due;
+    struct stat st;
+    int exists;
+
+    due = p->next;
+    if (!stopped(w)) {
+      exists = dfd >= 0 &&
+               (fstatat(dfd, p->name, &st, AT_SYMLINK_NOFOLLOW) == 0 ||
+                (errno != ENOENT && errno != ENOTDIR));
+      w->cb(w, p->name, exists ? HS_WATCH_CHANGED : HS_WATCH_REMOVED);
+    }
+    free(p);
+  }
+  if (dfd >= 0)
+    close(dfd);
+}
+
+/* Handles one inotify event. Returns 1 when the callback stopped w. */
+static int handle_event(hs_watch *w, const struct inotify_event *ie,
+                        uint64_t due_ns) {
+  if (ie->mask & IN_IGNORED) {
+    w->wd = -1; /* the directory is gone; the kernel dropped the watch */
+    return 0;
+  }
+  if (ie->mask & (IN_Q_OVERFLOW | IN_DELETE_SELF | IN_MOVE_SELF)) {
+    w->cb(w, NULL, HS_WATCH_RESCAN);
+    return stopped(w);
+  }
+  if (ie->len == 0 || ie->name[0] == '\0' || ie->name[0] == '.')
+    return 0;
+  if (ie->mask & IN_MOVED_TO) {
+    free(pending_take(w, ie->name));
+    w->cb(w, ie->name, HS_WATCH_CHANGED);
+    return stopped(w);
+  }
+  if (pending_touch(w, ie->name, due_ns) < 0) {
+    /* Out of memory: the name cannot wait; have the caller look at all. */
+    w->cb(w, NULL, HS_WATCH_RESCAN);
+    return stopped(w);
+  }
+  return 0;
+}
+
+static void on_inotify(hs_io *io, uint32_t events) {
+  hs_watch *w = io->data;
+  _Alignas(struct inotify_event) char buf[16 * (sizeof(struct inotify_event) +
+                                                NAME_MAX + 1)];
+
+  (void)events;
+  for (;;) {
+    ssize_t n = read(w->ifd, buf, sizeof(buf));
+    uint64_t due_ns;
+    char *p;
+
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break; /* EAGAIN: drained */
+    due_ns = hs_now_ns() + w->settle_ns;
+    for (p = buf; p < buf + n;) {
+      const struct inotify_event *ie = (const struct inotify_event *)p;
+      if (handle_event(w, ie, due_ns))
+        return;
+      p += sizeof(*ie) + ie->len;
+    }
+  }
+  rearm(w);
+}
+
+int hs_watch_start(hs_watch *w, hs_loop *loop, const char *dir,
+                   uint64_t settle_ns, hs_watch_cb cb, void *data) {
+  int rc;
+
+  memset(w, 0, sizeof(*w));
+  w->loop = loop;
+  w->ifd = -1;
+  w->wd = -1;
+  w->settle_ns = settle_ns;
+  w->cb = cb;
+  w->data = data;
+  hs_loop_timer_init(&w->timer, on_timer, w);
+  w->dir = strdup(dir);
+  if (w->dir == NULL)
+    return HS_ENOMEM;
+  w->ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  if (w->ifd < 0) {
+    rc = -errno;
+    goto fail;
+  }
+  w->wd = inotify_add_watch(w->ifd, dir, WATCH_MASK);
+  if (w->wd < 0) {
+    rc = -errno;
+    goto fail;
+  }
+  rc = hs_loop_io_start(loop, &w->io, w->ifd, EPOLLIN, on_inotify, w);
+  if (rc < 0)
+    goto fail;
+  return 0;
+
+fail:
+  if (w->ifd >= 0)
+    close(w->ifd);
+  w->ifd = -1;
+  w->wd = -1;
+  free(w->dir);
+  w->dir = NULL;
+  return rc;
+}
+
+void hs_watch_stop(hs_watch *w) {
+  if (stopped(w))
+    return;
+  hs_loop_io_stop(&w->io);
+  hs_loop_timer_stop(&w->timer);
+  close(w->ifd); /* also drops the watch descriptor */
+  w->ifd = -1;
+  w->wd = -1;
+  pending_free_all(w->pending);
+  w->pending = NULL;
+  free(w->dir);
+  w->dir = NULL;
+}

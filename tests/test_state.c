@@ -1,0 +1,445 @@
+/* test_state.c - state bytes, migration rules, and the memfd hand-over. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "loader.h"
+#include "log.h"
+#include "state.h"
+
+#define FIXTURE(name) HS_TEST_FIXTURES "/" name ".so"
+
+/* The fixture's layouts (tests/fixtures/fixture.c). */
+struct state_v1 {
+  uint64_t loads, ticks;
+};
+struct state_v2 {
+  uint64_t loads, ticks;
+  uint32_t migrated_from, padding_zero;
+};
+
+/* A v1 state as counter_v1 leaves it: loads=3, ticks=7. */
+static void old_v1(hs_state *s) {
+  struct state_v1 v = {3, 7};
+
+  assert_int_equal(hs_state_init(s, 1, sizeof(v)), 0);
+  memcpy(s->data, &v, sizeof(v));
+}
+
+static void open_fixture(hs_image *img, const char *path) {
+  hs_error err;
+
+  assert_int_equal(hs_loader_open(img, path, "counter.so", &err), 0);
+}
+
+/* Log lines go to a pipe the tests read. */
+static int log_pipe[2] = {-1, -1};
+
+static int group_setup(void **state) {
+  (void)state;
+  if (pipe2(log_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
+    return -1;
+  hs_log_init(HS_LOG_TEXT, HS_LOG_DEBUG, log_pipe[1]);
+  return 0;
+}
+
+static int group_teardown(void **state) {
+  (void)state;
+  hs_log_init(HS_LOG_TEXT, HS_LOG_INFO, 2);
+  close(log_pipe[0]);
+  close(log_pipe[1]);
+  return 0;
+}
+
+/* Everything logged since the last call, NUL-terminated, in buf. */
+static const char *read_log(char *buf, size_t len) {
+  ssize_t n = read(log_pipe[0], buf, len - 1);
+
+  buf[n > 0 ? n : 0] = '\0';
+  return buf;
+}
+
+static void test_state_init_zeroes(void **state) {
+  hs_state s;
+  unsigned char zero[32] = {0};
+
+  (void)state;
+  assert_int_equal(hs_state_init(&s, 4, sizeof(zero)), 0);
+  assert_int_equal(s.version, 4);
+  assert_int_equal(s.size, sizeof(zero));
+  assert_memory_equal(s.data, zero, sizeof(zero));
+  hs_state_free(&s);
+  assert_null(s.data);
+  assert_int_equal(s.size, 0);
+  hs_state_free(&s); /* harmless twice */
+
+  assert_int_equal(hs_state_init(&s, 1, 0), 0);
+  assert_null(s.data);
+  hs_state_free(&s);
+}
+
+static void test_state_copy_and_move(void **state) {
+  hs_state a, b, c;
+
+  (void)state;
+  old_v1(&a);
+  assert_int_equal(hs_state_copy(&b, &a), 0);
+  assert_ptr_not_equal(a.data, b.data);
+  assert_int_equal(b.version, 1);
+  assert_int_equal(b.size, a.size);
+  assert_memory_equal(a.data, b.data, a.size);
+  ((struct state_v1 *)b.data)->loads = 99;
+  assert_int_equal(((struct state_v1 *)a.data)->loads, 3);
+
+  assert_int_equal(hs_state_init(&c, 9, 8), 0);
+  hs_state_move(&c, &b); /* frees c's old bytes */
+  assert_null(b.data);
+  assert_int_equal(b.size, 0);
+  assert_int_equal(c.version, 1);
+  assert_int_equal(((struct state_v1 *)c.data)->loads, 99);
+  hs_state_free(&a);
+  hs_state_free(&c);
+}
+
+static void test_state_compatible_copies_bytes(void **state) {
+  hs_image img;
+  hs_state old, out;
+  hs_ctx ctx;
+  hs_error err;
+  int reset = -1;
+
+  (void)state;
+  old_v1(&old);
+  open_fixture(&img, FIXTURE("counter_v1b"));
+  assert_int_equal(hs_state_compatible(&old, img.desc), 1);
+  hs_api_ctx_init(&ctx, "counter", HS_TEST_FIXTURES, NULL, 0);
+  ctx.desc = img.desc;
+  assert_int_equal(hs_state_migrate(&old, img.desc, &ctx, 0, "counter.so",
+                                    &out, &reset, &err),
+                   0);
+  assert_int_equal(reset, 0);
+  assert_ptr_not_equal(out.data, old.data);
+  assert_int_equal(out.version, 1);
+  assert_int_equal(out.size, old.size);
+  assert_memory_equal(out.data, old.data, old.size);
+  hs_state_free(&out);
+  hs_state_free(&old);
+  hs_loader_close(&img, FIXTURE("counter_v1b"));
+}
+
+static void test_state_migrates_with_counter_v2(void **state) {
+  hs_image img;
+  hs_state old, out;
+  hs_ctx ctx;
+  hs_error err;
+  char log[4096];
+  struct state_v2 *v2;
+  int reset = -1;
+
+  (void)state;
+  old_v1(&old);
+  open_fixture(&img, FIXTURE("counter_v2"));
+  assert_int_equal(hs_state_compatible(&old, img.desc), 0);
+  hs_api_ctx_init(&ctx, "counter", HS_TEST_FIXTURES, NULL, 0);
+  ctx.desc = img.desc;
+  read_log(log, sizeof(log));
+  assert_int_equal(hs_state_migrate(&old, img.desc, &ctx, 0, "counter.so",
+                                    &out, &reset, &err),
+                   0);
+  assert_int_equal(reset, 0);
+  assert_int_equal(out.version, 2);
+  assert_int_equal(out.size, sizeof(struct state_v2));
+  v2 = out.data;
+  assert_int_equal(v2->loads, 3);
+  assert_int_equal(v2->ticks, 7);
+  assert_int_equal(v2->migrated_from, 1);
+  assert_int_equal(v2->padding_zero, 0);
+  assert_non_null(
+      strstr(read_log(log, sizeof(log)), "migrated v1 (16 bytes) to v2 loads=3"));
+  assert_null(ctx.state); /* put back after migrate() */
+  /* old is untouched: the previous version may still need it. */
+  assert_int_equal(((struct state_v1 *)old.data)->loads, 3);
+  hs_state_free(&out);
+  hs_state_free(&old);
+  hs_loader_close(&img, FIXTURE("counter_v2"));
+}
+
+static void test_state_nomigrate_names_versions(void **state) {
+  hs_image img;
+  hs_state old, out;
+  hs_ctx ctx;
+  hs_error err;
+
+  (void)state;
+  old_v1(&old);
+  open_fixture(&img, FIXTURE("counter_v2_nomigrate"));
+  hs_api_ctx_init(&ctx, "counter", HS_TEST_FIXTURES, NULL, 0);
+  hs_error_clear(&err);
+  memset(&out, 0x5a, sizeof(out));
+  assert_int_equal(hs_state_migrate(&old, img.desc, &ctx, 0, "counter.so",
+                                    &out, NULL, &err),
+                   HS_ENOMIGRATE);
+  assert_int_equal(err.code, HS_ENOMIGRATE);
+  assert_string_equal(err.stage, "migrate");
+  assert_string_equal(err.msg,
+                      "state changes from v1 (16 bytes) to v2 (24 bytes) and "
+                      "counter.so has no migrate function; add one, or start "
+                      "hotswap with --allow-state-reset to reset the state");
+  assert_null(out.data);
+  assert_int_equal(out.size, 0);
+  hs_state_free(&old);
+  hs_loader_close(&img, FIXTURE("counter_v2_nomigrate"));
+}
+
+/* Going back from v2 to v1 (counter_v1 has no migrate) is refused too. */
+static void test_state_nomigrate_backwards(void **state) {
+  hs_image img;
+  hs_state old, out;
+  hs_error err;
+
+  (void)state;
+  assert_int_equal(hs_state_init(&old, 2, sizeof(struct state_v2)), 0);
+  open_fixture(&img, FIXTURE("counter_v1"));
+  assert_int_equal(hs_state_migrate(&old, img.desc, NULL, 0, "counter.so",
+                                    &out, NULL, &err),
+                   HS_ENOMIGRATE);
+  assert_string_equal(err.msg,
+                      "state changes from v2 (24 bytes) to v1 (16 bytes) and "
+                      "counter.so has no migrate function; add one, or start "
+                      "hotswap with --allow-state-reset to reset the state");
+  hs_state_free(&old);
+  hs_loader_close(&img, FIXTURE("counter_v1"));
+}
+
+static void test_state_allow_reset_zeroes(void **state) {
+  hs_image img;
+  hs_state old, out;
+  hs_ctx ctx;
+  hs_error err;
+  unsigned char zero[sizeof(struct state_v2)] = {0};
+  int reset = 0;
+
+  (void)state;
+  old_v1(&old);
+  open_fixture(&img, FIXTURE("counter_v2_nomigrate"));
+  hs_api_ctx_init(&ctx, "counter", HS_TEST_FIXTURES, NULL, 0);
+  assert_int_equal(hs_state_migrate(&old, img.desc, &ctx, 1, "counter.so",
+                                    &out, &reset, &err),
+                   0);
+  assert_int_equal(reset, 1);
+  assert_int_equal(out.version, 2);
+  assert_int_equal(out.size, sizeof(zero));
+  assert_memory_equal(out.data, zero, sizeof(zero));
+  hs_state_free(&out);
+  /* allow_reset does not skip a migrate function that exists */
+  hs_loader_close(&img, FIXTURE("counter_v2_nomigrate"));
+  open_fixture(&img, FIXTURE("counter_v2"));
+  assert_int_equal(hs_state_migrate(&old, img.desc, &ctx, 1, "counter.so",
+                                    &out, &reset, &err),
+                   0);
+  assert_int_equal(reset, 0);
+  assert_int_equal(((struct state_v2 *)out.data)->loads, 3);
+  hs_state_free(&out);
+  hs_state_free(&old);
+  hs_loader_close(&img, FIXTURE("counter_v2"));
+}
+
+static int t_load(hs_ctx *ctx, void *s, hs_load_reason r) {
+  (void)ctx, (void)s, (void)r;
+  return 0;
+}
+
+static void t_unload(hs_ctx *ctx, void *s, hs_unload_reason r) {
+  (void)ctx, (void)s, (void)r;
+}
+
+static hs_plugin desc_v1(uint32_t size) {
+  hs_plugin d = {
+      .abi_version = HS_ABI_VERSION,
+      .size = sizeof(hs_plugin),
+      .name = "t",
+      .version = "1",
+      .state_version = 1,
+      .state_size = size,
+      .load = t_load,
+      .unload = t_unload,
+  };
+  return d;
+}
+
+static void test_state_size_change_needs_new_version(void **state) {
+  hs_plugin d = desc_v1(24);
+  hs_state old, out;
+  hs_error err;
+
+  (void)state;
+  old_v1(&old);
+  assert_int_equal(hs_state_compatible(&old, &d), 0);
+  assert_int_equal(
+      hs_state_migrate(&old, &d, NULL, 0, "counter.so", &out, NULL, &err),
+      HS_ENOMIGRATE);
+  assert_string_equal(err.stage, "migrate");
+  assert_string_equal(err.msg,
+                      "state v1 changes size from 16 to 24 bytes without a "
+                      "new state_version; bump state_version and add a "
+                      "migrate function");
+  assert_null(out.data);
+  hs_state_free(&old);
+}
+
+static void *seen_ctx_state, *seen_new_state;
+static int t_migrate_record(hs_ctx *ctx, void *new_state,
+                            const void *old_state, uint32_t old_version,
+                            uint32_t old_size) {
+  (void)old_state;
+  seen_ctx_state = ctx->state;
+  seen_new_state = new_state;
+  return old_version == 1 && old_size == 16 ? 0 : HS_EINVAL;
+}
+
+static int t_migrate_positive(hs_ctx *ctx, void *new_state,
+                              const void *old_state, uint32_t old_version,
+                              uint32_t old_size) {
+  (void)ctx, (void)new_state, (void)old_state, (void)old_version,
+      (void)old_size;
+  return 7;
+}
+
+/* migrate() runs also for a size change within one state_version, with
+ * ctx->state on the new bytes; the ctx gets its old pointer back. */
+static void test_state_migrate_sees_new_state_in_ctx(void **state) {
+  hs_plugin d = desc_v1(32);
+  hs_state old, out;
+  hs_ctx ctx;
+  hs_error err;
+  int marker;
+
+  (void)state;
+  d.migrate = t_migrate_record;
+  old_v1(&old);
+  hs_api_ctx_init(&ctx, "t", "/", NULL, 0);
+  ctx.state = &marker;
+  assert_int_equal(
+      hs_state_migrate(&old, &d, &ctx, 0, "t.so", &out, NULL, &err), 0);
+  assert_ptr_equal(seen_ctx_state, out.data);
+  assert_ptr_equal(seen_new_state, out.data);
+  assert_ptr_equal(ctx.state, &marker);
+  assert_int_equal(out.size, 32);
+  hs_state_free(&out);
+
+  d.migrate = t_migrate_positive;
+  assert_int_equal(
+      hs_state_migrate(&old, &d, &ctx, 0, "t.so", &out, NULL, &err),
+      HS_EMIGRATE);
+  assert_string_equal(err.msg, "migrate() of t.so from state v1 to v1 "
+                               "returned 7 (not a hotswap code)");
+  assert_null(out.data);
+  assert_ptr_equal(ctx.state, &marker);
+  hs_state_free(&old);
+}
+
+static void test_state_migrate_failure_names_code(void **state) {
+  hs_image img;
+  hs_state old, out;
+  hs_ctx ctx;
+  hs_error err;
+  char log[4096];
+
+  (void)state;
+  old_v1(&old);
+  open_fixture(&img, FIXTURE("bad_fail_migrate"));
+  hs_api_ctx_init(&ctx, "counter", HS_TEST_FIXTURES, NULL, 0);
+  ctx.desc = img.desc;
+  read_log(log, sizeof(log));
+  hs_error_clear(&err);
+  assert_int_equal(hs_state_migrate(&old, img.desc, &ctx, 1, "counter.so",
+                                    &out, NULL, &err),
+                   HS_EMIGRATE);
+  assert_int_equal(err.code, HS_EMIGRATE);
+  assert_string_equal(err.stage, "migrate");
+  assert_string_equal(err.msg, "migrate() of counter.so from state v1 to v2 "
+                               "returned HS_ERANGE (result out of range)");
+  assert_null(out.data);
+  assert_non_null(strstr(read_log(log, sizeof(log)), "cannot migrate from v1"));
+  hs_state_free(&old);
+  hs_loader_close(&img, FIXTURE("bad_fail_migrate"));
+}
+
+static void test_state_memfd_round_trip(void **state) {
+  hs_state s, back;
+  int fd, seals;
+
+  (void)state;
+  old_v1(&s);
+  fd = hs_state_to_memfd(&s);
+  assert_true(fd >= 0);
+  assert_int_equal(fcntl(fd, F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
+  seals = fcntl(fd, F_GET_SEALS);
+  assert_int_equal(seals, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE |
+                              F_SEAL_SEAL);
+  assert_int_equal(lseek(fd, 0, SEEK_END), 16);
+  assert_int_equal(pwrite(fd, "x", 1, 0), -1);
+  assert_int_equal(errno, EPERM);
+  assert_int_equal(ftruncate(fd, 0), -1);
+
+  assert_int_equal(hs_state_from_fd(&back, fd, 1, 16), 0);
+  assert_int_equal(back.version, 1);
+  assert_int_equal(back.size, 16);
+  assert_memory_equal(back.data, s.data, 16);
+  hs_state_free(&back);
+  /* The fd's offset does not matter: reading starts at byte 0. */
+  assert_int_equal(hs_state_from_fd(&back, fd, 1, 16), 0);
+  assert_memory_equal(back.data, s.data, 16);
+  hs_state_free(&back);
+  /* Fewer bytes than asked for is an error, leaving back empty. */
+  assert_int_equal(hs_state_from_fd(&back, fd, 1, 17), HS_EIO);
+  assert_null(back.data);
+  close(fd);
+  hs_state_free(&s);
+}
+
+static void test_state_memfd_empty(void **state) {
+  hs_state s, back;
+  int fd;
+
+  (void)state;
+  assert_int_equal(hs_state_init(&s, 3, 0), 0);
+  fd = hs_state_to_memfd(&s);
+  assert_true(fd >= 0);
+  assert_int_equal(lseek(fd, 0, SEEK_END), 0);
+  assert_int_equal(hs_state_from_fd(&back, fd, 3, 0), 0);
+  assert_null(back.data);
+  assert_int_equal(back.version, 3);
+  close(fd);
+  assert_int_equal(hs_state_from_fd(&back, -1, 3, 8), HS_EIO);
+  assert_null(back.data);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_state_init_zeroes),
+      cmocka_unit_test(test_state_copy_and_move),
+      cmocka_unit_test(test_state_compatible_copies_bytes),
+      cmocka_unit_test(test_state_migrates_with_counter_v2),
+      cmocka_unit_test(test_state_nomigrate_names_versions),
+      cmocka_unit_test(test_state_nomigrate_backwards),
+      cmocka_unit_test(test_state_allow_reset_zeroes),
+      cmocka_unit_test(test_state_size_change_needs_new_version),
+      cmocka_unit_test(test_state_migrate_sees_new_state_in_ctx),
+      cmocka_unit_test(test_state_migrate_failure_names_code),
+      cmocka_unit_test(test_state_memfd_round_trip),
+      cmocka_unit_test(test_state_memfd_empty),
+  };
+  return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
