@@ -1,1 +1,250 @@
-/* stub */
+/* status.c - the status report of a running host, as text or JSON. */
+#include "status.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "hotswap.h"
+
+/* The word for what a slot is doing now. A slot waiting for a free
+ * validator counts as validating. */
+static const char *slot_status(const hs_slot *s) {
+  if (s->sb || s->queued)
+    return "validating";
+  if (s->loaded)
+    return "live";
+  if (s->last_error.code != 0)
+    return "rejected";
+  return "unloaded";
+}
+
+/* Copies the slot's version string (which may fill its array) to out;
+ * returns out, "" when none. */
+static const char *slot_version(const hs_slot *s, char *out, size_t size) {
+  size_t n = strnlen(s->version, sizeof s->version);
+
+  if (n >= size)
+    n = size - 1;
+  memcpy(out, s->version, n);
+  out[n] = '\0';
+  return out;
+}
+
+static int has_timings(const hs_timings *t) {
+  return t->validated_ns || t->swapped_ns || t->pause_ns;
+}
+
+/* "3.1 ms" from a millisecond up, "85 us" below. */
+static void put_duration(hs_buf *out, uint64_t ns) {
+  if (ns < 1000000)
+    hs_buf_printf(out, "%" PRIu64 " us", ns / 1000);
+  else
+    hs_buf_printf(out, "%.1f ms", (double)ns / 1e6);
+}
+
+/* "1h02m03s", "2m03s", "3s"; days are counted in hours. */
+static void put_uptime(hs_buf *out, uint64_t ns) {
+  uint64_t s = ns / 1000000000u;
+  uint64_t h = s / 3600, m = s / 60 % 60;
+
+  if (h)
+    hs_buf_printf(out, "%" PRIu64 "h%02" PRIu64 "m%02" PRIu64 "s", h, m,
+                  s % 60);
+  else if (m)
+    hs_buf_printf(out, "%" PRIu64 "m%02" PRIu64 "s", m, s % 60);
+  else
+    hs_buf_printf(out, "%" PRIu64 "s", s);
+}
+
+/* Local time, ISO 8601 with the UTC offset: 2026-11-25T01:00:00+01:00. */
+static void put_local_time(hs_buf *out, int64_t when) {
+  time_t t = (time_t)when;
+  struct tm tm;
+  char text[32];
+  long off;
+
+  if (!localtime_r(&t, &tm) ||
+      strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &tm) == 0) {
+    hs_buf_printf(out, "@%" PRId64, when);
+    return;
+  }
+  off = tm.tm_gmtoff / 60;
+  hs_buf_printf(out, "%s%c%02ld:%02ld", text, off < 0 ? '-' : '+',
+                (off < 0 ? -off : off) / 60, (off < 0 ? -off : off) % 60);
+}
+
+static uint64_t uptime_ns(const hs_registry *reg) {
+  uint64_t now = hs_now_ns();
+
+  return now > reg->started_ns ? now - reg->started_ns : 0;
+}
+
+static void text_field(hs_buf *out, const char *label) {
+  hs_buf_printf(out, "%-13s", label);
+}
+
+static void format_text_slot(hs_buf *out, const hs_slot *s) {
+  char version[sizeof s->version + 1];
+
+  text_field(out, "name");
+  hs_buf_printf(out, "%s\n", s->name);
+  text_field(out, "status");
+  hs_buf_printf(out, "%s\n", slot_status(s));
+  text_field(out, "version");
+  slot_version(s, version, sizeof version);
+  hs_buf_printf(out, "%s\n", version[0] ? version : "-");
+  text_field(out, "state");
+  if (s->state.version)
+    hs_buf_printf(out, "v%" PRIu32 " (%" PRIu32 " bytes)\n", s->state.version,
+                  s->state.size);
+  else
+    hs_buf_puts(out, "-\n");
+  text_field(out, "generation");
+  hs_buf_printf(out, "%" PRIu32 "\n", s->generation);
+  text_field(out, "file");
+  hs_buf_printf(out, "%s\n", s->file ? s->file : "-");
+  text_field(out, "loaded at");
+  if (s->loaded_at)
+    put_local_time(out, s->loaded_at);
+  else
+    hs_buf_puts(out, "never");
+  hs_buf_puts(out, "\n");
+  text_field(out, "reloads");
+  hs_buf_printf(out, "%" PRIu32 "\n", s->reloads);
+  text_field(out, "last reload");
+  if (has_timings(&s->last)) {
+    hs_buf_puts(out, "validated ");
+    put_duration(out, s->last.validated_ns);
+    hs_buf_puts(out, ", swapped ");
+    put_duration(out, s->last.swapped_ns);
+    hs_buf_puts(out, ", pause ");
+    put_duration(out, s->last.pause_ns);
+  } else {
+    hs_buf_puts(out, "none");
+  }
+  hs_buf_puts(out, "\n");
+  text_field(out, "last error");
+  if (s->last_error.code == 0)
+    hs_buf_puts(out, "none\n");
+  else if (s->last_error.stage[0])
+    hs_buf_printf(out, "%s in stage %s: %s\n",
+                  hs_err_name(s->last_error.code), s->last_error.stage,
+                  s->last_error.msg);
+  else
+    hs_buf_printf(out, "%s: %s\n", hs_err_name(s->last_error.code),
+                  s->last_error.msg);
+}
+
+static void format_text(hs_buf *out, const hs_registry *reg,
+                        const hs_status_host *host) {
+  size_t i;
+
+  hs_buf_printf(out, "hotswap %s (ABI %d), pid %d, up ", HS_VERSION_STRING,
+                HS_ABI_VERSION, host->pid);
+  put_uptime(out, uptime_ns(reg));
+  hs_buf_printf(out, ", plugins in %s\n",
+                host->plugin_dir ? host->plugin_dir
+                                 : (reg->dir ? reg->dir : "-"));
+  if (reg->nslots == 0)
+    hs_buf_puts(out, "\nno plugins\n");
+  for (i = 0; i < reg->nslots; i++) {
+    hs_buf_puts(out, "\n");
+    format_text_slot(out, reg->slots[i]);
+  }
+}
+
+static void format_json_slot(hs_buf *out, const hs_slot *s) {
+  char version[sizeof s->version + 1];
+  const hs_error *e = &s->last_error;
+
+  hs_buf_puts(out, "{\"name\":");
+  hs_buf_json_str(out, s->name);
+  hs_buf_puts(out, ",\"status\":");
+  hs_buf_json_str(out, slot_status(s));
+  hs_buf_puts(out, ",\"version\":");
+  slot_version(s, version, sizeof version);
+  hs_buf_json_str(out, version[0] ? version : NULL);
+  hs_buf_printf(out,
+                ",\"state_version\":%" PRIu32 ",\"state_size\":%" PRIu32
+                ",\"generation\":%" PRIu32 ",\"file\":",
+                s->state.version, s->state.size, s->generation);
+  hs_buf_json_str(out, s->file);
+  hs_buf_puts(out, ",\"loaded_at\":");
+  if (s->loaded_at) {
+    time_t t = (time_t)s->loaded_at;
+    struct tm tm;
+    char text[32];
+    if (gmtime_r(&t, &tm) &&
+        strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm) > 0)
+      hs_buf_json_str(out, text);
+    else
+      hs_buf_puts(out, "null");
+  } else {
+    hs_buf_puts(out, "null");
+  }
+  hs_buf_printf(out, ",\"reloads\":%" PRIu32 ",\"last_error\":", s->reloads);
+  if (e->code) {
+    hs_buf_puts(out, "{\"code\":");
+    hs_buf_json_str(out, hs_err_name(e->code));
+    hs_buf_puts(out, ",\"stage\":");
+    hs_buf_json_str(out, e->stage[0] ? e->stage : NULL);
+    hs_buf_puts(out, ",\"message\":");
+    hs_buf_json_str(out, e->msg);
+    hs_buf_puts(out, "}");
+  } else {
+    hs_buf_puts(out, "null");
+  }
+  hs_buf_puts(out, ",\"last_reload\":");
+  if (has_timings(&s->last))
+    hs_buf_printf(out,
+                  "{\"validated_us\":%" PRIu64 ",\"swapped_us\":%" PRIu64
+                  ",\"pause_us\":%" PRIu64 "}",
+                  s->last.validated_ns / 1000, s->last.swapped_ns / 1000,
+                  s->last.pause_ns / 1000);
+  else
+    hs_buf_puts(out, "null");
+  hs_buf_puts(out, "}");
+}
+
+static void format_json(hs_buf *out, const hs_registry *reg,
+                        const hs_status_host *host) {
+  uint64_t up = uptime_ns(reg);
+  size_t i;
+
+  hs_buf_printf(out, "{\"host\":{\"pid\":%d,\"version\":", host->pid);
+  hs_buf_json_str(out, HS_VERSION_STRING);
+  hs_buf_printf(out, ",\"abi\":%d,\"uptime_s\":%" PRIu64 ".%03" PRIu64,
+                HS_ABI_VERSION, up / 1000000000u, up / 1000000u % 1000);
+  hs_buf_puts(out, ",\"plugin_dir\":");
+  hs_buf_json_str(out, host->plugin_dir ? host->plugin_dir : reg->dir);
+  hs_buf_puts(out, ",\"cache_dir\":");
+  hs_buf_json_str(out, host->cache_dir);
+  hs_buf_puts(out, ",\"control\":");
+  hs_buf_json_str(out, host->control_path);
+  hs_buf_puts(out, "},\"plugins\":[");
+  for (i = 0; i < reg->nslots; i++) {
+    if (i)
+      hs_buf_puts(out, ",");
+    format_json_slot(out, reg->slots[i]);
+  }
+  hs_buf_puts(out, "]}");
+}
+
+/*
+ * Appends the report of reg and host to out, as text (json = 0: a header
+ * line, then one block of aligned fields per plugin) or as one JSON object
+ * with a trailing newline. Plugins appear in the registry's order. Returns
+ * 0, or HS_ENOMEM with out flagged oom.
+ */
+int hs_status_format(hs_buf *out, const hs_registry *reg,
+                     const hs_status_host *host, int json) {
+  if (json) {
+    format_json(out, reg, host);
+    hs_buf_puts(out, "\n");
+  } else {
+    format_text(out, reg, host);
+  }
+  return out->oom ? HS_ENOMEM : 0;
+}
