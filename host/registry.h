@@ -1,7 +1,11 @@
 /*
  * registry.h - the plugins of one directory and the pipeline each change
  * goes through: copy into the cache (by content hash: unchanged content
- * stops here) -> validate in the sandbox -> swap in the live loop.
+ * stops here) -> validate in the sandbox -> open the copy on the worker
+ * thread -> swap in the loop.
+ *
+ * X into the cache -> validate -> open the copy on the worker thread ->
+ * swap in the loop.
  *
  * One slot per plugin name. A slot keeps the live version (if any), the
  * state, the last error and the last reload's timings. A change that
@@ -18,9 +22,11 @@
 #include "cache.h"
 #include "err.h"
 #include "loader.h"
+#include "log.h"
 #include "loop.h"
 #include "sandbox.h"
 #include "state.h"
+#include "worker.h"
 
 typedef struct hs_registry hs_registry;
 typedef struct hs_slot hs_slot;
@@ -55,10 +61,13 @@ struct hs_slot {
 
   /* the pipeline */
   hs_sandbox *sb;          /* validation under way, or NULL */
+  hs_open_job *opening;    /* the worker opening the accepted copy */
   hs_cache_file candidate; /* the copy being validated */
   uint64_t detect_ns;      /* when the change being handled was seen */
   int again;               /* a change arrived during validation */
   int force;               /* the next run reloads even unchanged content */
+  int queued;              /* waiting for a free validator */
+  uint64_t rejected_hash;  /* content last rejected; not retried unchanged */
   hs_reload_cb done_cb;    /* forced reload waiting for its outcome */
   void *done_data;
 
@@ -69,16 +78,21 @@ struct hs_slot {
 typedef struct hs_registry_opts {
   int allow_state_reset;       /* --allow-state-reset */
   hs_sandbox_limits limits;    /* for every validation */
+  hs_log_format log_format;    /* handed to the validators */
+  hs_log_level log_level;
 } hs_registry_opts;
 
 struct hs_registry {
   hs_loop *loop;
   hs_cache *cache;
+  hs_worker worker;            /* opens and closes images off the loop */
   char *dir;                   /* owned copy of the plugin directory */
   int dirfd;                   /* O_DIRECTORY fd of dir */
   hs_registry_opts opts;
-  hs_slot **slots;             /* owned; sorted by name */
+  hs_slot **slots;             /* owned; in order of arrival */
   size_t nslots, capslots;
+  unsigned running;            /* validations under way */
+  unsigned max_running;        /* at most this many at once (2 per core) */
   int64_t started_at;          /* wall clock (s) at init */
   uint64_t started_ns;         /* monotonic at init */
 };

@@ -19,6 +19,7 @@
 
 #include "err.h"
 #include "hotswap.h"
+#include "log.h"
 #include "loop.h"
 #include "state.h"
 
@@ -37,6 +38,8 @@ typedef struct hs_sandbox_req {
   hs_load_reason reason;   /* the reason the live load will get */
   int allow_reset;         /* reset the state when migrate() is missing */
   hs_sandbox_limits limits;
+  hs_log_format log_format; /* the validator logs as the host does */
+  hs_log_level log_level;
 } hs_sandbox_req;
 
 typedef struct hs_verdict {

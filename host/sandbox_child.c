@@ -1,1 +1,185 @@
-/* stub */
+/*
+ * sandbox_child.c - the validator: a fresh process of the host's own image
+ * that tries a candidate version on a copy of the live state and reports
+ * each stage before it starts, then its verdict, on fd 4. See sandbox.h.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "dl.h"
+#include "err.h"
+#include "loader.h"
+#include "log.h"
+#include "sandbox.h"
+#include "state.h"
+
+#define STATE_FD 3
+#define REPORT_FD 4
+
+/* AddressSanitizer reserves terabytes of address space: RLIMIT_AS would
+ * stop it before the plugin runs. */
+#if defined(__SANITIZE_ADDRESS__)
+#define HS_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define HS_ASAN 1
+#endif
+#endif
+
+static void report(const char *fmt, ...) HS_PRINTF_(1, 2);
+
+/* One line to the parent, newlines inside folded to spaces. */
+static void report(const char *fmt, ...) {
+  char line[700];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
+  va_end(ap);
+  if (n < 0)
+    return;
+  if ((size_t)n > sizeof(line) - 2)
+    n = (int)sizeof(line) - 2;
+  for (int i = 0; i < n; i++)
+    if (line[i] == '\n')
+      line[i] = ' ';
+  line[n++] = '\n';
+  for (const char *p = line; n > 0;) {
+    ssize_t w = write(REPORT_FD, p, (size_t)n);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0)
+      return;
+    p += w;
+    n -= (int)w;
+  }
+}
+
+static int fail(const hs_error *e) {
+  report("fail %s %d %s", e->stage[0] ? e->stage : "sandbox", e->code, e->msg);
+  return 1;
+}
+
+static void limit(int resource, rlim_t value) {
+  struct rlimit rl = {value, value};
+  setrlimit(resource, &rl);
+}
+
+static uint64_t num(const char *s) { return strtoull(s, NULL, 10); }
+
+int hs_sandbox_child_main(int argc, char **argv) {
+  hs_error err;
+  hs_state live = {0}, st = {0};
+  hs_ctx ctx;
+  int rc;
+
+  if (argc != 16) {
+    fprintf(stderr, "hotswap: %s is internal to hotswap\n", HS_SANDBOX_ARG);
+    return 2;
+  }
+  const char *name = argv[2], *dir = argv[3], *file = argv[4],
+             *path = argv[5];
+  hs_load_reason reason = (hs_load_reason)num(argv[6]);
+  int allow_reset = (int)num(argv[7]), has_state = (int)num(argv[8]);
+  uint32_t sv = (uint32_t)num(argv[9]), ss = (uint32_t)num(argv[10]);
+  rlim_t cpu = (rlim_t)num(argv[11]);
+  rlim_t mem = (rlim_t)num(argv[12]);
+  pid_t ppid = (pid_t)num(argv[13]);
+  hs_log_init((hs_log_format)num(argv[14]), (hs_log_level)num(argv[15]), 2);
+
+  /* Die with the host; no core files; bounded CPU and memory. */
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != ppid)
+    _exit(3);
+  limit(RLIMIT_CORE, 0);
+  if (cpu > 0) {
+    struct rlimit rl = {cpu, cpu + 1};
+    setrlimit(RLIMIT_CPU, &rl);
+  }
+#ifndef HS_ASAN
+  if (mem > 0)
+    limit(RLIMIT_AS, mem);
+#else
+  (void)mem;
+#endif
+  hs_error_clear(&err);
+
+  if (has_state && hs_state_from_fd(&live, STATE_FD, sv, ss) != 0) {
+    hs_error_set(&err, HS_EIO, "sandbox", "cannot read the live state of %s",
+                 file);
+    _exit(fail(&err));
+  }
+  close(STATE_FD);
+
+  /* Each stage is announced first, so that a crash is pinned on it. */
+  report("stage open");
+  void *handle = hs_dl_open(path, &err);
+  if (!handle) {
+    /* hs_dl_open names the cache copy; say which plugin it is. */
+    hs_error e2;
+    hs_error_set(&e2, err.code, "open", "cannot load %s: %s", file, err.msg);
+    _exit(fail(&e2));
+  }
+  report("stage entry");
+  hs_entry_fn *entry = (hs_entry_fn *)hs_dl_sym(handle, HS_ENTRY_SYMBOL, file,
+                                                HS_ENOENTRY, "entry", &err);
+  if (!entry)
+    _exit(fail(&err));
+  const hs_plugin *desc = entry(hs_api_get());
+  if (!desc) {
+    hs_error_set(&err, HS_EDESC, "entry", "%s of %s returned NULL",
+                 HS_ENTRY_SYMBOL, file);
+    _exit(fail(&err));
+  }
+  report("stage abi");
+  if (hs_loader_check(desc, file, &err) != 0)
+    _exit(fail(&err));
+  report("desc %" PRIu32 " %" PRIu32 " %s", desc->state_version,
+         desc->state_size, desc->version);
+
+  hs_api_ctx_init(&ctx, name, dir, NULL, 1);
+  ctx.desc = desc;
+  report("stage migrate");
+  if (has_state) {
+    rc = hs_state_migrate(&live, desc, &ctx, allow_reset, file, &st, NULL,
+                          &err);
+    if (rc != 0)
+      _exit(fail(&err));
+  } else if (hs_state_init(&st, desc->state_version, desc->state_size) != 0) {
+    hs_error_set(&err, HS_ENOMEM, "migrate",
+                 "cannot allocate %" PRIu32 " bytes of state for %s",
+                 desc->state_size, file);
+    _exit(fail(&err));
+  }
+  ctx.state = st.data;
+
+  report("stage load");
+  rc = desc->load(&ctx, st.data, reason);
+  if (rc != 0) {
+    hs_error_set(&err, rc < 0 ? rc : HS_ELOAD, "load",
+                 "load() of %s returned %s (%s)", file, hs_err_name(rc),
+                 hs_strerror(rc));
+    _exit(fail(&err));
+  }
+  if (desc->selftest) {
+    report("stage selftest");
+    rc = desc->selftest(&ctx, st.data);
+    if (rc != 0) {
+      hs_error_set(&err, rc < 0 ? rc : HS_ESELFTEST, "selftest",
+                   "selftest() of %s returned %s (%s)", file,
+                   hs_err_name(rc), hs_strerror(rc));
+      _exit(fail(&err));
+    }
+  }
+  report("stage unload");
+  desc->unload(&ctx, st.data, HS_UNLOAD_RELOAD);
+  report("ok");
+  _exit(0);
+}

@@ -1,0 +1,80 @@
+/*
+ * worker.h - a background thread for the slow halves of a swap.
+ *
+ * dlopen and dlclose cost hundreds of microseconds (mmap, relocation, page
+ * faults, munmap); done in the loop they would be most of the swap pause.
+ * The worker opens a validated copy before the swap (entry symbol and
+ * descriptor checked, pages prefaulted) and closes the retired image after
+ * it, so the loop only runs the transaction itself: old unload -> state ->
+ * new load. Results come back to the loop through an eventfd; callbacks
+ * always run on the loop thread. Only copies the sandbox has accepted are
+ * ever opened here.
+ */
+#ifndef HS_WORKER_H
+#define HS_WORKER_H
+
+#include <pthread.h>
+
+#include "cache.h"
+#include "err.h"
+#include "loader.h"
+#include "loop.h"
+
+typedef struct hs_worker hs_worker;
+typedef struct hs_open_job hs_open_job;
+
+/* Called on the loop thread when an open is done: rc 0 with img filled, or
+ * a negative code with err filled. job->data is the caller's; set it to
+ * NULL beforehand to cancel (the image is then closed by the worker). */
+typedef void (*hs_open_cb)(hs_open_job *job);
+
+struct hs_open_job {
+  hs_worker *w;
+  char *path;           /* owned: the copy to open */
+  char *file;           /* owned: the watched file's name, for messages */
+  void *live;           /* handle the result must differ from, or NULL */
+  int rc;
+  hs_image img;
+  hs_error err;
+  hs_open_cb cb;
+  void *data;           /* the caller's; NULL = cancelled */
+  int closing;          /* internal: a close job */
+  hs_cache_file copy;   /* close jobs: the copy to remove */
+  char name[64];        /* close jobs: plugin name for the warning */
+  hs_open_job *next;
+};
+
+struct hs_worker {
+  hs_loop *loop;
+  hs_cache *cache;
+  pthread_t thread;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  hs_open_job *todo, *todo_tail; /* FIFO for the thread */
+  hs_open_job *done;             /* for the loop */
+  int efd;                       /* eventfd the thread signals */
+  hs_io io;
+  int quit;
+  int started;
+};
+
+/* Starts the thread (all signals blocked in it). Returns 0 or -errno. */
+int hs_worker_start(hs_worker *w, hs_loop *loop, hs_cache *cache);
+
+/* Finishes every queued job, runs the callbacks of finished opens on this
+ * thread, and joins the thread. */
+void hs_worker_stop(hs_worker *w);
+
+/* Opens path (see hs_loader_open) on the worker; cb runs later on the
+ * loop. Returns the job (owned by the worker; valid until cb returns) or
+ * NULL when out of memory. */
+hs_open_job *hs_worker_open(hs_worker *w, const char *path, const char *file,
+                            void *live, hs_open_cb cb, void *data);
+
+/* Closes img and then removes copy on the worker, and warns (naming name
+ * and copy's file) if the dynamic loader keeps the object mapped. img and
+ * copy are taken over (emptied). On out of memory, does it inline. */
+void hs_worker_close(hs_worker *w, const char *name, hs_image *img,
+                     hs_cache_file *copy);
+
+#endif /* HS_WORKER_H */
