@@ -165,6 +165,11 @@ static int run_host(host *h) {
          h->control, h->cache.dir);
   hs_registry_scan(&h->reg);
   rc = hs_loop_run(&h->loop) == 0 ? 0 : 1;
+  /* Shutting down: a second Ctrl-C must not cut the cleanup short (the
+   * signals pending now are discarded with them). */
+  signal(SIGINT, SIG_IGN);
+  signal(SIGTERM, SIG_IGN);
+  signal(SIGHUP, SIG_IGN);
 
 out_watch:
   hs_watch_stop(&h->watch);
@@ -217,8 +222,8 @@ int main(int argc, char **argv) {
   static host h;
   hs_error err;
 
-  if (argc > 1 && strcmp(argv[1], HS_SANDBOX_ARG) == 0)
-    return hs_sandbox_child_main(argc, argv);
+  if (argc > 1 && strcmp(argv[1], HS_ZYGOTE_ARG) == 0)
+    return hs_zygote_main(argc, argv);
   if (hs_options_parse(&h.opt, argc, argv, &err) != 0) {
     fprintf(stderr, "hotswap: %s\nTry 'hotswap --help'.\n", err.msg);
     return 2;

@@ -194,6 +194,9 @@ static void on_verdict(hs_sandbox *sb, const hs_verdict *v, void *data) {
 
   slot->sb = NULL;
   reg->running--;
+  hs_log(HS_LOG_DEBUG, slot->name, "validated",
+         "%s: verdict after %.0f us in the sandbox", slot->file,
+         (double)v->elapsed_ns / 1e3);
   if (slot->again) {
     restart(slot);
   } else if (v->err.code != 0) {
@@ -261,13 +264,16 @@ static void slot_kick(hs_slot *slot) {
       .log_format = reg->opts.log_format,
       .log_level = reg->opts.log_level,
   };
-  if (hs_sandbox_start(&slot->sb, reg->loop, &req, on_verdict, slot, &err) !=
+  if (hs_sandbox_start(&slot->sb, reg->pool, &req, on_verdict, slot, &err) !=
       0) {
     hs_cache_remove(reg->cache, &slot->candidate);
     reject(slot, &err);
     return;
   }
   reg->running++;
+  hs_log(HS_LOG_DEBUG, slot->name, "validating",
+         "%s copied into the cache %.0f us after the change was seen",
+         slot->file, (double)(hs_now_ns() - slot->detect_ns) / 1e3);
 }
 
 void hs_registry_changed(hs_registry *reg, const char *file) {
@@ -360,8 +366,16 @@ int hs_registry_init(hs_registry *reg, hs_loop *loop, hs_cache *cache,
     close(reg->dirfd);
     return hs_error_set(err, HS_ENOMEM, "scan", "out of memory");
   }
-  int rc = hs_worker_start(&reg->worker, loop, cache);
+  int rc = hs_sandbox_pool_open(&reg->pool, loop, opts->log_format,
+                                 opts->log_level, err);
   if (rc != 0) {
+    free(reg->dir);
+    close(reg->dirfd);
+    return rc;
+  }
+  rc = hs_worker_start(&reg->worker, loop, cache);
+  if (rc != 0) {
+    hs_sandbox_pool_close(reg->pool);
     free(reg->dir);
     close(reg->dirfd);
     return hs_error_set(err, rc, "scan", "cannot start the loader thread: %s",
@@ -382,6 +396,7 @@ void hs_registry_close(hs_registry *reg, hs_unload_reason reason) {
     }
     slot_free(reg, slot);
   }
+  hs_sandbox_pool_close(reg->pool);
   hs_worker_stop(&reg->worker); /* closes what is still open */
   free(reg->slots);
   free(reg->dir);

@@ -86,6 +86,7 @@ struct hs_registry {
   hs_loop *loop;
   hs_cache *cache;
   hs_worker worker;            /* opens and closes images off the loop */
+  hs_sandbox_pool *pool;       /* validates candidates */
   char *dir;                   /* owned copy of the plugin directory */
   int dirfd;                   /* O_DIRECTORY fd of dir */
   hs_registry_opts opts;

@@ -1,4 +1,4 @@
-/* sandbox.c - the parent's side of validation; see sandbox.h. */
+/* sandbox.c - the host's side of validation; see sandbox.h. */
 #include "sandbox.h"
 
 #include <errno.h>
@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -19,197 +20,280 @@
 
 extern char **environ;
 
-struct hs_sandbox {
+#define EXITS 64 /* exit statuses remembered for validators not yet judged */
+
+struct hs_sandbox_pool {
   hs_loop *loop;
-  pid_t pid;
-  int pidfd;           /* readable when the child has exited */
-  int rfd;             /* read end of the verdict pipe */
-  hs_io io;            /* on pidfd */
-  hs_timer timer;      /* the timeout */
+  hs_log_format log_format;
+  hs_log_level log_level;
+  pid_t zpid;             /* the zygote; 0 when it is not running */
+  int zfd;                /* our end of its socket */
+  hs_io zio;
+  hs_sandbox *active;     /* validations under way */
+  struct {
+    pid_t pid;
+    int status;
+  } exits[EXITS];         /* ring of statuses the zygote reported */
+  unsigned nexits;
+};
+
+struct hs_sandbox {
+  hs_sandbox_pool *pool;
+  hs_sandbox *next;       /* in pool->active */
+  pid_t pid;              /* the validator, once it said so */
+  int pidfd;              /* to kill it without racing pid reuse */
+  int rfd;                /* read end of its report pipe */
+  hs_io io;
+  hs_timer timer;         /* the timeout */
+  hs_buf report;
+  size_t parsed;          /* bytes of report already parsed */
+  int eof;                /* the report pipe closed */
+  int final;              /* "ok" or "fail" was read */
+  int ok;
   int timed_out;
-  uint32_t timeout_ms;
-  uint32_t cpu_s;
+  int exited, status;     /* exit status, once the zygote told */
+  char stage[16];         /* the stage last announced */
+  hs_verdict v;
+  uint32_t timeout_ms, cpu_s;
   uint64_t start_ns;
   char file[256];
   hs_sandbox_cb cb;
   void *data;
 };
 
-static int pidfd_open_(pid_t pid) {
-  return (int)syscall(SYS_pidfd_open, pid, 0);
+static void zygote_stop(hs_sandbox_pool *pool);
+
+static void unlink_active(hs_sandbox *sb) {
+  for (hs_sandbox **p = &sb->pool->active; *p; p = &(*p)->next)
+    if (*p == sb) {
+      *p = sb->next;
+      return;
+    }
 }
 
 static void sandbox_free(hs_sandbox *sb) {
+  unlink_active(sb);
   hs_loop_io_stop(&sb->io);
   hs_loop_timer_stop(&sb->timer);
   if (sb->pidfd >= 0)
     close(sb->pidfd);
   if (sb->rfd >= 0)
     close(sb->rfd);
+  hs_buf_free(&sb->report);
   free(sb);
 }
 
-/* Reads what the child reported (it has exited: the pipe holds it all). */
-static void read_report(hs_sandbox *sb, hs_buf *out) {
-  char chunk[4096];
-  for (;;) {
-    ssize_t n = read(sb->rfd, chunk, sizeof(chunk));
-    if (n > 0) {
-      hs_buf_append(out, chunk, (size_t)n);
-      continue;
-    }
-    if (n < 0 && errno == EINTR)
-      continue;
-    break;
-  }
+static void kill_validator(hs_sandbox *sb) {
+  if (sb->pidfd >= 0)
+    syscall(SYS_pidfd_send_signal, sb->pidfd, SIGKILL, NULL, 0);
 }
 
-/* Turns the report and the exit status into a verdict. */
-static void judge(hs_sandbox *sb, const char *report, int status,
-                  hs_verdict *v) {
-  char stage[16] = "spawn";
-  int ok = 0, failed = 0;
+/* Fills sb->v.err from what is known: timeout, signal, report, status. */
+static void judge(hs_sandbox *sb) {
+  hs_verdict *v = &sb->v;
+  const char *stage = sb->stage;
 
-  for (const char *line = report; line && *line;) {
-    const char *nl = strchr(line, '\n');
-    size_t len = nl ? (size_t)(nl - line) : strlen(line);
-    char tmp[700];
-    snprintf(tmp, sizeof(tmp), "%.*s", (int)len, line);
-    unsigned sv, ss;
-    int code, off = 0;
-    char word[16];
-    if (sscanf(tmp, "stage %15s", word) == 1) {
-      snprintf(stage, sizeof(stage), "%s", word);
-    } else if (sscanf(tmp, "desc %u %u %n", &sv, &ss, &off) == 2 && off) {
-      v->state_version = sv;
-      v->state_size = ss;
-      snprintf(v->version, sizeof(v->version), "%s", tmp + off);
-    } else if (sscanf(tmp, "fail %15s %d %n", word, &code, &off) == 2 &&
-               off) {
-      hs_error_set(&v->err, code, word, "%s", tmp + off);
-      failed = 1;
-    } else if (strcmp(tmp, "ok") == 0) {
-      ok = 1;
-    }
-    line = nl ? nl + 1 : NULL;
-  }
-
+  if (sb->final && (sb->ok || v->err.code != 0))
+    return; /* the validator's own verdict */
   if (sb->timed_out) {
     hs_error_set(&v->err, HS_ETIMEDOUT, stage,
-                 "%s timed out after %u ms in stage %s (the validator was "
-                 "killed)",
+                 "%s timed out after %" PRIu32 " ms in stage %s (the "
+                 "validator was killed)",
                  sb->file, sb->timeout_ms, stage);
-  } else if (WIFSIGNALED(status)) {
-    int sig = WTERMSIG(status);
+  } else if (sb->exited && WIFSIGNALED(sb->status)) {
+    int sig = WTERMSIG(sb->status);
     const char *abbrev = sigabbrev_np(sig);
     if (sig == SIGXCPU)
       hs_error_set(&v->err, HS_ECRASH, stage,
-                   "%s used up the sandbox's CPU limit of %u s (SIGXCPU) in "
-                   "stage %s",
+                   "%s used up the sandbox's CPU limit of %" PRIu32
+                   " s (SIGXCPU) in stage %s",
                    sb->file, sb->cpu_s, stage);
     else
       hs_error_set(&v->err, HS_ECRASH, stage,
                    "%s crashed with SIG%s (%s) in stage %s", sb->file,
                    abbrev ? abbrev : "?", strsignal(sig), stage);
-  } else if (failed) {
-    /* v->err already says it. */
-  } else if (!ok || WEXITSTATUS(status) != 0) {
+  } else if (sb->exited) {
     hs_error_set(&v->err, HS_ESANDBOX, stage,
                  "the validator of %s exited with status %d in stage %s "
                  "before giving a verdict (did the plugin call exit()?)",
-                 sb->file, WEXITSTATUS(status), stage);
+                 sb->file, WEXITSTATUS(sb->status), stage);
+  } else {
+    hs_error_set(&v->err, HS_ESANDBOX, stage,
+                 "the validator of %s vanished in stage %s (the validator "
+                 "zygote died)",
+                 sb->file, stage);
   }
 }
 
-static void on_exit_(hs_io *io, uint32_t events) {
-  hs_sandbox *sb = io->data;
-  int status = 0;
-  hs_verdict v;
-  hs_buf report;
-  (void)events;
-
-  if (waitpid(sb->pid, &status, 0) < 0)
-    status = 0;
-  memset(&v, 0, sizeof(v));
-  hs_buf_init(&report);
-  read_report(sb, &report);
-  judge(sb, report.data ? report.data : "", status, &v);
-  hs_buf_free(&report);
-  v.elapsed_ns = hs_now_ns() - sb->start_ns;
-
-  sb->cb(sb, &v, sb->data);
+static void finish(hs_sandbox *sb) {
+  judge(sb);
+  sb->v.elapsed_ns = hs_now_ns() - sb->start_ns;
+  if (!sb->final)
+    kill_validator(sb); /* harmless if it is gone */
+  sb->cb(sb, &sb->v, sb->data);
   sandbox_free(sb);
+}
+
+/* Parses complete report lines; returns 1 once the verdict is in. */
+static int parse(hs_sandbox *sb) {
+  for (;;) {
+    char *line = sb->report.data + sb->parsed;
+    char *nl = memchr(line, '\n', sb->report.len - sb->parsed);
+    if (!nl)
+      return sb->final;
+    *nl = '\0';
+    sb->parsed += (size_t)(nl - line) + 1;
+
+    unsigned a, b;
+    int code, off = 0;
+    char word[16];
+    if (sscanf(line, "stage %15s", word) == 1) {
+      snprintf(sb->stage, sizeof(sb->stage), "%s", word);
+    } else if (sscanf(line, "pid %u", &a) == 1 && sb->pid == 0) {
+      sb->pid = (pid_t)a;
+      sb->pidfd = (int)syscall(SYS_pidfd_open, sb->pid, 0);
+    } else if (sscanf(line, "desc %u %u %n", &a, &b, &off) == 2 && off) {
+      sb->v.state_version = a;
+      sb->v.state_size = b;
+      snprintf(sb->v.version, sizeof(sb->v.version), "%s", line + off);
+    } else if (sscanf(line, "fail %15s %d %n", word, &code, &off) == 2 &&
+               off) {
+      hs_error_set(&sb->v.err, code < 0 ? code : HS_ESANDBOX, word, "%s",
+                   line + off);
+      sb->final = 1;
+      return 1;
+    } else if (strcmp(line, "ok") == 0) {
+      sb->ok = sb->final = 1;
+      return 1;
+    }
+  }
+}
+
+/* Looks up an exit status the zygote reported before we needed it. */
+static int known_exit(hs_sandbox *sb) {
+  hs_sandbox_pool *pool = sb->pool;
+  for (unsigned i = 0; i < EXITS && i < pool->nexits; i++)
+    if (sb->pid && pool->exits[i].pid == sb->pid) {
+      sb->exited = 1;
+      sb->status = pool->exits[i].status;
+      return 1;
+    }
+  return 0;
+}
+
+static void on_report(hs_io *io, uint32_t events) {
+  hs_sandbox *sb = io->data;
+  char chunk[4096];
+  (void)events;
+  for (;;) {
+    ssize_t n = read(sb->rfd, chunk, sizeof(chunk));
+    if (n > 0) {
+      hs_buf_append(&sb->report, chunk, (size_t)n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n == 0)
+      sb->eof = 1;
+    break;
+  }
+  if (parse(sb)) {
+    finish(sb);
+  } else if (sb->eof) {
+    hs_loop_io_stop(&sb->io);
+    if (known_exit(sb) || sb->pid == 0 || sb->pool->zpid == 0)
+      finish(sb);
+    /* else: the zygote's "exit" message will come */
+  }
 }
 
 static void on_timeout(hs_timer *t) {
   hs_sandbox *sb = t->data;
+  if (!sb->timed_out && sb->pidfd >= 0 && !sb->eof) {
+    sb->timed_out = 1;
+    kill_validator(sb);
+    /* Its end comes back through on_report and the zygote; if it does
+     * not within 2 s, judge without it. */
+    hs_loop_timer_start(sb->pool->loop, &sb->timer, 2000000000u, 0);
+    return;
+  }
   sb->timed_out = 1;
-  kill(sb->pid, SIGKILL);
+  finish(sb);
 }
 
-/* Moves fd to a number >= 10, so that the dup2s of spawn cannot clash. */
-static int fd_high(int fd) {
-  int nfd = fcntl(fd, F_DUPFD_CLOEXEC, 10);
-  close(fd);
-  return nfd;
+/* The zygote reported a child's end, or went away. */
+static void on_zygote(hs_io *io, uint32_t events) {
+  hs_sandbox_pool *pool = io->data;
+  char msg[128];
+  (void)events;
+  for (;;) {
+    ssize_t n = recv(pool->zfd, msg, sizeof(msg) - 1, MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && errno == EAGAIN)
+      return;
+    if (n <= 0) {
+      hs_log(HS_LOG_WARN, NULL, "warning",
+             "the validator zygote (pid %d) went away; it is started "
+             "again with the next validation",
+             (int)pool->zpid);
+      zygote_stop(pool);
+      /* Validations whose report is over can be judged now. */
+      for (hs_sandbox *sb = pool->active, *next; sb; sb = next) {
+        next = sb->next;
+        if (sb->eof)
+          finish(sb);
+      }
+      return;
+    }
+    msg[n] = '\0';
+    int pid, status;
+    if (sscanf(msg, "exit %d %d", &pid, &status) != 2)
+      continue;
+    pool->exits[pool->nexits++ % EXITS].pid = pid;
+    pool->exits[(pool->nexits - 1) % EXITS].status = status;
+    for (hs_sandbox *sb = pool->active; sb; sb = sb->next)
+      if (sb->pid == pid) {
+        sb->exited = 1;
+        sb->status = status;
+        if (sb->eof && !sb->final)
+          finish(sb);
+        break;
+      }
+  }
 }
 
-int hs_sandbox_start(hs_sandbox **out, hs_loop *loop, const hs_sandbox_req *req,
-                     hs_sandbox_cb cb, void *data, hs_error *err) {
-  hs_sandbox *sb = calloc(1, sizeof(*sb));
-  int pipefd[2] = {-1, -1}, statefd = -1, rc = 0;
+static void zygote_stop(hs_sandbox_pool *pool) {
+  if (pool->zpid == 0)
+    return;
+  hs_loop_io_stop(&pool->zio);
+  close(pool->zfd); /* the zygote exits when it sees the end */
+  pool->zfd = -1;
+  waitpid(pool->zpid, NULL, 0);
+  pool->zpid = 0;
+}
+
+static int zygote_start(hs_sandbox_pool *pool, hs_error *err) {
+  int sv[2], rc;
+  char host[16], logf[4], logl[4];
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t attr;
   sigset_t none, all;
-  char reason[16], reset[4], has_state[4], sv[16], ss[16], cpu[16], mem[32],
-      ppid[16], logf[4], logl[4];
 
-  if (!sb)
-    return hs_error_set(err, HS_ENOMEM, "sandbox", "out of memory");
-  sb->pidfd = sb->rfd = -1;
-  hs_loop_timer_init(&sb->timer, on_timeout, sb);
-  sb->loop = loop;
-  sb->cb = cb;
-  sb->data = data;
-  sb->timeout_ms = req->limits.timeout_ms;
-  sb->cpu_s = req->limits.cpu_s;
-  snprintf(sb->file, sizeof(sb->file), "%s", req->file);
-
-  if (req->state)
-    statefd = hs_state_to_memfd(req->state);
-  else
-    statefd = memfd_create("hotswap-state", MFD_CLOEXEC);
-  if (statefd < 0 || pipe2(pipefd, O_CLOEXEC) != 0) {
-    rc = hs_error_set(err, -errno, "sandbox",
-                      "cannot prepare the sandbox for %s: %s", req->file,
-                      strerror(errno));
-    goto fail;
-  }
-  statefd = fd_high(statefd);
-  pipefd[1] = fd_high(pipefd[1]);
-  sb->rfd = pipefd[0];
-  fcntl(sb->rfd, F_SETFL, O_NONBLOCK);
-
-  snprintf(reason, sizeof(reason), "%d", (int)req->reason);
-  snprintf(reset, sizeof(reset), "%d", req->allow_reset ? 1 : 0);
-  snprintf(has_state, sizeof(has_state), "%d", req->state ? 1 : 0);
-  snprintf(sv, sizeof(sv), "%" PRIu32, req->state ? req->state->version : 0);
-  snprintf(ss, sizeof(ss), "%" PRIu32, req->state ? req->state->size : 0);
-  snprintf(cpu, sizeof(cpu), "%" PRIu32, req->limits.cpu_s);
-  snprintf(mem, sizeof(mem), "%" PRIu64, req->limits.mem_bytes);
-  snprintf(ppid, sizeof(ppid), "%d", (int)getpid());
-  snprintf(logf, sizeof(logf), "%d", (int)req->log_format);
-  snprintf(logl, sizeof(logl), "%d", (int)req->log_level);
-  char *argv[] = {(char *)"hotswap-sandbox", (char *)HS_SANDBOX_ARG,
-                  (char *)req->name, (char *)req->dir, (char *)req->file,
-                  (char *)req->path, reason, reset, has_state, sv, ss, cpu,
-                  mem, ppid, logf, logl, NULL};
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+    return hs_error_set(err, -errno, "sandbox",
+                        "cannot make the zygote's socket: %s",
+                        strerror(errno));
+  snprintf(host, sizeof(host), "%d", (int)getpid());
+  snprintf(logf, sizeof(logf), "%d", (int)pool->log_format);
+  snprintf(logl, sizeof(logl), "%d", (int)pool->log_level);
+  char *argv[] = {(char *)"hotswap-zygote", (char *)HS_ZYGOTE_ARG, host, logf,
+                  logl, NULL};
 
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&fa, statefd, 3);
-  posix_spawn_file_actions_adddup2(&fa, pipefd[1], 4);
-  posix_spawn_file_actions_addclosefrom_np(&fa, 5);
+  posix_spawn_file_actions_adddup2(&fa, sv[1], 3);
+  posix_spawn_file_actions_addclosefrom_np(&fa, 4);
   posix_spawnattr_init(&attr);
   sigemptyset(&none);
   sigfillset(&all);
@@ -217,38 +301,134 @@ int hs_sandbox_start(hs_sandbox **out, hs_loop *loop, const hs_sandbox_req *req,
   posix_spawnattr_setsigdefault(&attr, &all);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK |
                                       POSIX_SPAWN_SETSIGDEF);
-  sb->start_ns = hs_now_ns();
-  int e = posix_spawn(&sb->pid, "/proc/self/exe", &fa, &attr, argv, environ);
+  /* /proc/self/exe is the image running now, even if its file was
+   * replaced: the validator speaks exactly this host's ABI. */
+  rc = posix_spawn(&pool->zpid, "/proc/self/exe", &fa, &attr, argv, environ);
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);
-  close(pipefd[1]);
-  pipefd[1] = -1;
-  close(statefd);
-  statefd = -1;
-  if (e != 0) {
-    rc = hs_error_set(err, -e, "sandbox",
-                      "cannot start the validator for %s: %s", req->file,
-                      strerror(e));
-    goto fail;
+  close(sv[1]);
+  if (rc != 0) {
+    close(sv[0]);
+    pool->zpid = 0;
+    return hs_error_set(err, -rc, "sandbox",
+                        "cannot start the validator zygote: %s",
+                        strerror(rc));
   }
-  sb->pidfd = pidfd_open_(sb->pid);
-  if (sb->pidfd < 0) {
-    rc = hs_error_set(err, -errno, "sandbox",
-                      "pidfd_open for the validator of %s: %s", req->file,
+  pool->zfd = sv[0];
+  rc = hs_loop_io_start(pool->loop, &pool->zio, pool->zfd, EPOLLIN, on_zygote,
+                        pool);
+  if (rc != 0) {
+    zygote_stop(pool);
+    return hs_error_set(err, rc, "sandbox", "cannot watch the zygote: %s",
+                        hs_strerror(rc));
+  }
+  return 0;
+}
+
+int hs_sandbox_pool_open(hs_sandbox_pool **out, hs_loop *loop,
+                         hs_log_format log_format, hs_log_level log_level,
+                         hs_error *err) {
+  hs_sandbox_pool *pool = calloc(1, sizeof(*pool));
+  if (!pool)
+    return hs_error_set(err, HS_ENOMEM, "sandbox", "out of memory");
+  pool->loop = loop;
+  pool->log_format = log_format;
+  pool->log_level = log_level;
+  pool->zfd = -1;
+  int rc = zygote_start(pool, err);
+  if (rc != 0) {
+    free(pool);
+    return rc;
+  }
+  *out = pool;
+  return 0;
+}
+
+void hs_sandbox_pool_close(hs_sandbox_pool *pool) {
+  if (!pool)
+    return;
+  while (pool->active)
+    hs_sandbox_cancel(pool->active);
+  zygote_stop(pool);
+  free(pool);
+}
+
+/* The validator's argv, NUL-separated, as hs_sandbox_child_main reads it. */
+static int build_request(hs_buf *b, const hs_sandbox_req *req) {
+  hs_buf_init(b);
+  hs_buf_printf(b, "hotswap-sandbox%c%s%c%s%c%s%c%s%c%s%c", 0, HS_SANDBOX_ARG,
+                0, req->name, 0, req->dir, 0, req->file, 0, req->path, 0);
+  hs_buf_printf(b, "%d%c%d%c%d%c%" PRIu32 "%c%" PRIu32 "%c", (int)req->reason,
+                0, req->allow_reset ? 1 : 0, 0, req->state ? 1 : 0, 0,
+                req->state ? req->state->version : 0, 0,
+                req->state ? req->state->size : 0, 0);
+  hs_buf_printf(b, "%" PRIu32 "%c%" PRIu64 "%c0%c%d%c%d", req->limits.cpu_s,
+                0, req->limits.mem_bytes, 0, 0, (int)req->log_format, 0,
+                (int)req->log_level);
+  return b->oom ? HS_ENOMEM : 0;
+}
+
+int hs_sandbox_start(hs_sandbox **out, hs_sandbox_pool *pool,
+                     const hs_sandbox_req *req, hs_sandbox_cb cb, void *data,
+                     hs_error *err) {
+  int pipefd[2] = {-1, -1}, statefd = -1, rc;
+  hs_buf msg;
+  hs_sandbox *sb = calloc(1, sizeof(*sb));
+
+  if (!sb)
+    return hs_error_set(err, HS_ENOMEM, "sandbox", "out of memory");
+  sb->pool = pool;
+  sb->pidfd = sb->rfd = -1;
+  hs_buf_init(&sb->report);
+  hs_loop_timer_init(&sb->timer, on_timeout, sb);
+  snprintf(sb->stage, sizeof(sb->stage), "start");
+  sb->timeout_ms = req->limits.timeout_ms;
+  sb->cpu_s = req->limits.cpu_s;
+  sb->cb = cb;
+  sb->data = data;
+  snprintf(sb->file, sizeof(sb->file), "%s", req->file);
+  sb->next = pool->active;
+  pool->active = sb;
+
+  if (pool->zpid == 0 && (rc = zygote_start(pool, err)) != 0)
+    goto fail;
+  statefd = req->state ? hs_state_to_memfd(req->state)
+                       : memfd_create("hotswap-state", MFD_CLOEXEC);
+  if (statefd < 0 || pipe2(pipefd, O_CLOEXEC | O_NONBLOCK) != 0) {
+    rc = hs_error_set(err, statefd < 0 ? statefd : -errno, "sandbox",
+                      "cannot prepare the sandbox for %s: %s", req->file,
                       strerror(errno));
-    kill(sb->pid, SIGKILL);
-    waitpid(sb->pid, NULL, 0);
     goto fail;
   }
-  rc = hs_loop_io_start(loop, &sb->io, sb->pidfd, EPOLLIN, on_exit_, sb);
+  sb->rfd = pipefd[0];
+  if (build_request(&msg, req) != 0) {
+    hs_buf_free(&msg);
+    rc = hs_error_set(err, HS_ENOMEM, "sandbox", "out of memory");
+    goto fail;
+  }
+  /* The write end must block in the validator: clear O_NONBLOCK on it
+   * (both ends share the flag through pipe2). */
+  fcntl(pipefd[1], F_SETFL, 0);
+  sb->start_ns = hs_now_ns();
+  int fds[2] = {statefd, pipefd[1]};
+  rc = hs_zygote_send(pool->zfd, msg.data, msg.len, fds);
+  hs_buf_free(&msg);
+  if (rc != 0) {
+    rc = hs_error_set(err, HS_ESANDBOX, "sandbox",
+                      "cannot reach the validator zygote for %s: %s",
+                      req->file, strerror(errno));
+    goto fail;
+  }
+  close(statefd);
+  close(pipefd[1]);
+  statefd = pipefd[1] = -1;
+  rc = hs_loop_io_start(pool->loop, &sb->io, sb->rfd, EPOLLIN, on_report, sb);
   if (rc == 0)
-    rc = hs_loop_timer_start(loop, &sb->timer,
+    rc = hs_loop_timer_start(pool->loop, &sb->timer,
                              (uint64_t)req->limits.timeout_ms * 1000000u, 0);
   if (rc != 0) {
     hs_error_set(err, rc, "sandbox", "cannot watch the validator of %s",
                  req->file);
-    kill(sb->pid, SIGKILL);
-    waitpid(sb->pid, NULL, 0);
     goto fail;
   }
   *out = sb;
@@ -266,7 +446,6 @@ fail:
 void hs_sandbox_cancel(hs_sandbox *sb) {
   if (!sb)
     return;
-  kill(sb->pid, SIGKILL);
-  waitpid(sb->pid, NULL, 0);
+  kill_validator(sb);
   sandbox_free(sb);
 }

@@ -2,15 +2,18 @@
  * sandbox.h - validates a candidate version in a separate process before
  * the live host touches it.
  *
- * The parent never forks itself (a fork of a host with a large heap blocks
- * it and then pays copy-on-write faults): it posix_spawns its own image
- * (/proc/self/exe, the running version) in validator mode, and hands it
- * only a memfd with the plugin's state bytes and a pipe for the verdict.
- * The validator sets its own limits (CPU time, address space, no core,
- * death with the parent), then: open (RTLD_NOW), entry, abi, migrate (when
- * the state layout differs), load, selftest, unload; it reports each stage
- * as it starts, then the verdict. The parent learns of the child's end
- * through a pidfd in its loop, and kills it after the timeout.
+ * The host never forks itself (a fork of a host with a large heap blocks
+ * it and then pays copy-on-write faults). At start it spawns a small
+ * process of its own image, the zygote (zygote.c), which keeps one forked
+ * spare validator waiting. A validation hands the spare only a memfd with
+ * the plugin's state bytes and a pipe for its report. The validator sets
+ * its own limits (CPU time, address space, no core, death with its
+ * parent), then: open (RTLD_NOW), entry, abi, migrate (when the state
+ * layout differs), load, selftest, unload; it announces each stage before
+ * it starts, then gives its verdict. The host acts on the verdict as soon
+ * as it is read; a validator that dies without one is judged by the exit
+ * status the zygote reports (signal name and stage); one that overruns the
+ * timeout is killed.
  */
 #ifndef HS_SANDBOX_H
 #define HS_SANDBOX_H
@@ -50,26 +53,48 @@ typedef struct hs_verdict {
   uint64_t elapsed_ns;     /* spawn to verdict */
 } hs_verdict;
 
-typedef struct hs_sandbox hs_sandbox; /* one running validation; private */
+typedef struct hs_sandbox hs_sandbox;           /* one validation */
+typedef struct hs_sandbox_pool hs_sandbox_pool; /* the zygote */
 typedef void (*hs_sandbox_cb)(hs_sandbox *sb, const hs_verdict *v,
                               void *data);
 
+/* Spawns the zygote (blocking the caller for one posix_spawn). Returns 0
+ * with *out set, or a negative code with err filled (stage "sandbox"). */
+int hs_sandbox_pool_open(hs_sandbox_pool **out, hs_loop *loop,
+                         hs_log_format log_format, hs_log_level log_level,
+                         hs_error *err);
+
+/* Cancels every validation under way (no callbacks), ends the zygote and
+ * its children, and frees pool. */
+void hs_sandbox_pool_close(hs_sandbox_pool *pool);
+
 /*
  * Starts validating req (copied; its strings and state need not outlive
- * the call). cb runs exactly once from the loop with the verdict; after it
- * returns, sb is freed. Returns 0 with *out set, or a negative code with
- * err filled (stage "sandbox") and no callback.
+ * the call). cb runs exactly once from the loop with the verdict; sb is
+ * freed when it returns. If the zygote has died it is spawned again.
+ * Returns 0 with *out set, or a negative code with err filled (stage
+ * "sandbox") and no callback.
  */
-int hs_sandbox_start(hs_sandbox **out, hs_loop *loop, const hs_sandbox_req *req,
-                     hs_sandbox_cb cb, void *data, hs_error *err);
+int hs_sandbox_start(hs_sandbox **out, hs_sandbox_pool *pool,
+                     const hs_sandbox_req *req, hs_sandbox_cb cb, void *data,
+                     hs_error *err);
 
-/* Kills and reaps the child and frees sb; cb is not called. */
+/* Kills the validator and frees sb; cb is not called. */
 void hs_sandbox_cancel(hs_sandbox *sb);
 
-/* The validator's main (argv as hs_sandbox_start builds it, argv[1] being
- * HS_SANDBOX_ARG). Returns the process exit status. */
+/* The validator's main: argv as hs_sandbox_start builds it (argv[1] is
+ * HS_SANDBOX_ARG), state on fd 3, report on fd 4. Returns the exit
+ * status. */
 int hs_sandbox_child_main(int argc, char **argv);
 
+/* The zygote's main (argv[1] is HS_ZYGOTE_ARG, the host's socket on fd 3).
+ * Never returns while the host lives. */
+int hs_zygote_main(int argc, char **argv);
+
+/* Sends buf with two fds over a SOCK_SEQPACKET socket. Returns 0 or -1. */
+int hs_zygote_send(int fd, const char *buf, size_t len, const int fds[2]);
+
 #define HS_SANDBOX_ARG "__sandbox"
+#define HS_ZYGOTE_ARG "__zygote"
 
 #endif /* HS_SANDBOX_H */

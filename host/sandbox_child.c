@@ -1,7 +1,8 @@
 /*
- * sandbox_child.c - the validator: a fresh process of the host's own image
- * that tries a candidate version on a copy of the live state and reports
- * each stage before it starts, then its verdict, on fd 4. See sandbox.h.
+ * sandbox_child.c - the validator: a process of the host's own image (a
+ * child of the zygote, see zygote.c) that tries a candidate version on a
+ * copy of the live state and reports each stage before it starts, then
+ * its verdict, on fd 4. See sandbox.h.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -94,9 +95,10 @@ int hs_sandbox_child_main(int argc, char **argv) {
   pid_t ppid = (pid_t)num(argv[13]);
   hs_log_init((hs_log_format)num(argv[14]), (hs_log_level)num(argv[15]), 2);
 
-  /* Die with the host; no core files; bounded CPU and memory. */
+  /* Die with the parent (the host, or the zygote that dies with the
+   * host); no core files; bounded CPU and memory. */
   prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (getppid() != ppid)
+  if (ppid != 0 && getppid() != ppid)
     _exit(3);
   limit(RLIMIT_CORE, 0);
   if (cpu > 0) {
