@@ -193,7 +193,8 @@ static int open_source(int dirfd, const char *name, hs_error *err) {
   return fd;
 }
 
-/* Maps the copy, hashes it and checks its ELF headers. */
+/* Maps the copy, hashes it, checks its ELF headers and notes whether it
+ * pins itself. */
 static int inspect_copy(int fd, const char *name, hs_cache_file *out,
                         hs_error *err) {
   struct stat st;
@@ -216,6 +217,8 @@ static int inspect_copy(int fd, const char *name, hs_cache_file *out,
   }
   out->hash = hs_hash(map, (size_t)st.st_size);
   rc = hs_elf_check(map, (size_t)st.st_size, name, err);
+  if (rc == 0)
+    hs_elf_pins(map, (size_t)st.st_size, out->pins, sizeof(out->pins));
   if (map != NULL)
     munmap(map, (size_t)st.st_size);
   return rc;
@@ -265,7 +268,13 @@ done:
   if (rc != 0) {
     if (cp >= 0)
       unlinkat(c->dirfd, leaf, 0);
+    /* Bad ELF content keeps its hash, to be recognised when it comes again. */
+    uint64_t hash = out->hash, size = out->size;
     memset(out, 0, sizeof(*out));
+    if (strcmp(err->stage, "elf") == 0) {
+      out->hash = hash;
+      out->size = size;
+    }
   }
   free(leaf);
   free(stem);

@@ -22,6 +22,8 @@ typedef struct hs_cache_file {
   char *path;      /* owned; absolute path of the copy */
   uint64_t hash;   /* content hash of the copy */
   uint64_t size;   /* bytes */
+  char pins[200];  /* "" or, when the copy cannot be unloaded, why (see
+                      hs_elf_pins): "it defines the STB_GNU_UNIQUE ..." */
 } hs_cache_file;
 
 /* Creates a fresh private directory "hotswap-<pid>-XXXXXX" under parent
@@ -36,9 +38,12 @@ void hs_cache_close(hs_cache *c);
  * Copies the regular file name (relative to dirfd; symlinks are not
  * followed) into the cache through one opened fd, hashes the copy and runs
  * hs_elf_check on it. On success fills out (caller frees with
- * hs_cache_file_free or hs_cache_remove) and returns 0. On failure leaves
+ * hs_cache_file_free or hs_cache_remove) and returns 0; out->pins then
+ * says whether the copy will stay mapped after dlclose. On failure leaves
  * nothing in the cache and returns a negative code with err filled: stage
- * "copy" (open/read/write errors, not a regular file) or "elf".
+ * "copy" (open/read/write errors, not a regular file) or "elf". After an
+ * "elf" failure out->hash and out->size still describe the content (path
+ * is NULL), so that the caller can recognise the same bad file again.
  */
 int hs_cache_add(hs_cache *c, int dirfd, const char *name,
                  hs_cache_file *out, hs_error *err);

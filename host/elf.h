@@ -19,4 +19,26 @@
 int hs_elf_check(const void *data, size_t size, const char *file,
                  hs_error *err);
 
+/*
+ * Tells ahead of time whether the dynamic loader will keep the object
+ * data[0..size) mapped after its last dlclose, so that every reload of it
+ * leaves the old version in memory. Reads only what it bounds-checks: it
+ * runs on untrusted files and never reads outside data[0..size); bytes it
+ * cannot parse count as "does not pin". Looks for, in this order:
+ *   - DF_1_NODELETE in the DT_FLAGS_1 entry of PT_DYNAMIC (-z nodelete);
+ *   - a defined STB_GNU_UNIQUE symbol in .dynsym (C++ inline and template
+ *     statics of default visibility, unless built with -fno-gnu-unique);
+ *   - an undefined, non-weak reference in .dynsym to __cxa_thread_atexit or
+ *     __cxa_thread_atexit_impl (thread_local objects with destructors;
+ *     glibc pins an object once one of its destructors is registered).
+ *     A weak reference is not counted: Rust's std and static libstdc++
+ *     carry one in every library whether or not a destructor is ever
+ *     registered, and the host's dlclose check still sees a real pin.
+ * Returns 1 when the object pins itself, with why (when len > 0) set to a
+ * clause to put after "FILE cannot be unloaded: ", e.g. "it defines the
+ * STB_GNU_UNIQUE symbol a::b (_ZN1a1bE): ...". Returns 0 otherwise, with
+ * why set to "". May be called on any bytes at any time; no side effects.
+ */
+int hs_elf_pins(const void *data, size_t size, char *why, size_t len);
+
 #endif /* HS_ELF_H */

@@ -65,9 +65,12 @@ static void on_reloaded(hs_slot *slot, const hs_error *err, void *data) {
                  slot->name, slot->version, slot->generation,
                  (double)slot->last.swapped_ns / 1e6,
                  (double)slot->last.pause_ns / 1e3);
-  else
+  else if (err->stage[0])
     n = snprintf(msg, sizeof(msg), "%s: rejected in stage %s: %s (%s)\n",
                  slot->name, err->stage, err->msg, hs_err_name(err->code));
+  else
+    n = snprintf(msg, sizeof(msg), "%s: not reloaded: %s\n", slot->name,
+                 err->msg);
   hs_ctl_reply(conn, err->code == 0, msg,
                (size_t)(n < (int)sizeof(msg) ? n : (int)sizeof(msg) - 1));
 }
@@ -135,6 +138,9 @@ static int run_host(host *h) {
                  (uint64_t)h->opt.sandbox_mem_mb << 20},
       .log_format = h->opt.log_format,
       .log_level = h->opt.log_level,
+      .color = h->opt.log_format == HS_LOG_TEXT && isatty(2) &&
+               !(getenv("NO_COLOR") && *getenv("NO_COLOR")),
+      .build_limits = {60000, 60, (uint64_t)h->opt.sandbox_mem_mb << 20},
   };
   if (hs_registry_init(&h->reg, &h->loop, &h->cache, h->dir, &ropts, &err)) {
     fail("plugins", &err);

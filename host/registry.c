@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -16,12 +18,15 @@
 
 static void slot_kick(hs_slot *slot);
 
-/* "counter.so" is a plugin file; ".counter.so", "x.c" and ".so" are not. */
-static int is_plugin_file(const char *file) {
-  size_t n = strlen(file);
-  return n > 3 && file[0] != '.' && strcmp(file + n - 3, ".so") == 0 &&
+/* Returns 1 if file is "STEM<ext>" with a non-empty stem, not hidden. */
+static int has_ext(const char *file, const char *ext) {
+  size_t n = strlen(file), e = strlen(ext);
+  return n > e && file[0] != '.' && strcmp(file + n - e, ext) == 0 &&
          !strchr(file, '/');
 }
+
+/* "counter.so" is a prebuilt plugin; ".counter.so" and ".so" are not. */
+static int is_plugin_file(const char *file) { return has_ext(file, ".so"); }
 
 static double ms(uint64_t ns) { return (double)ns / 1e6; }
 
@@ -53,7 +58,8 @@ static hs_slot *slot_new(hs_registry *reg, const char *file) {
     return NULL;
   slot->reg = reg;
   slot->file = strdup(file);
-  slot->name = strndup(file, strlen(file) - 3);
+  slot->name = strndup(file, strcspn(file, ".")); /* the stem */
+  slot->source = hs_build_is_source(file);
   if (!slot->file || !slot->name) {
     free(slot->file);
     free(slot->name);
@@ -74,19 +80,39 @@ static void slot_done(hs_slot *slot, const hs_error *err) {
   cb(slot, err, slot->done_data);
 }
 
-static void slot_free(hs_registry *reg, hs_slot *slot) {
+/* Removes what a compile that will not be used wrote into the cache. */
+static void drop_output(hs_slot *slot) {
+  char dep[sizeof(slot->cand_out)];
+  if (!slot->cand_out[0])
+    return;
+  unlinkat(slot->reg->cache->dirfd, slot->cand_out, 0);
+  snprintf(dep, sizeof(dep), "%.*s.d",
+           (int)(strlen(slot->cand_out) - 3), slot->cand_out);
+  unlinkat(slot->reg->cache->dirfd, dep, 0);
+  slot->cand_out[0] = '\0';
+}
+
+/* Frees slot; a forced reload still waiting is told why (end, e.g. "was
+ * removed"). */
+static void slot_free(hs_registry *reg, hs_slot *slot, const char *end) {
   hs_error e;
   if (slot->sb) {
     hs_sandbox_cancel(slot->sb);
     slot->sb = NULL;
-    reg->running--;
+    if (slot->compiling)
+      reg->compiling--;
+    else
+      reg->running--;
+    slot->compiling = 0;
   }
+  drop_output(slot);
   if (slot->opening)
     slot->opening->data = NULL; /* the worker closes what it opened */
   hs_cache_remove(reg->cache, &slot->candidate);
-  hs_error_set(&e, HS_ENOENT, "", "%s was removed", slot->file);
+  hs_error_set(&e, HS_ENOENT, "", "%s", end);
   slot_done(slot, &e);
   hs_state_free(&slot->state);
+  hs_build_free(&slot->build, reg->cache);
   free(slot->name);
   free(slot->file);
   free(slot);
@@ -101,7 +127,9 @@ static void slot_drop(hs_registry *reg, hs_slot *slot) {
       break;
     }
   }
-  slot_free(reg, slot);
+  char end[NAME_MAX + 32];
+  snprintf(end, sizeof(end), "%s was removed", slot->file);
+  slot_free(reg, slot, end);
 }
 
 /* Starts the next slots that wait for a free validator. */
@@ -143,7 +171,7 @@ static void on_opened(hs_open_job *job) {
   hs_registry *reg = slot->reg;
   hs_error err;
   uint64_t pause = 0;
-  int was_reset = 0, first = !slot->loaded;
+  int was_reset = 0, first = slot->generation == 0;
 
   slot->opening = NULL;
   if (job->rc != 0) {
@@ -167,6 +195,8 @@ static void on_opened(hs_open_job *job) {
   }
   slot->last.swapped_ns = hs_now_ns() - slot->detect_ns;
   slot->last.pause_ns = pause;
+  if (slot->source)
+    slot->build_key = slot->cand_key;
   slot->loaded_at = (int64_t)time(NULL);
   slot->rejected_hash = 0;
   hs_error_clear(&slot->last_error);
@@ -220,35 +250,42 @@ static void on_verdict(hs_sandbox *sb, const hs_verdict *v, void *data) {
   run_queue(reg);
 }
 
-/* Takes the slot's file through copy -> (unchanged?) -> validation. */
-static void slot_kick(hs_slot *slot) {
+/* Takes a file (name relative to dirfd) through copy -> (unchanged?) ->
+ * validation. For prebuilt plugins it is the watched file, for source
+ * plugins the compiler's output in the cache. */
+static void start_candidate(hs_slot *slot, int dirfd, const char *name,
+                            int force) {
   hs_registry *reg = slot->reg;
   hs_error err;
 
-  if (slot->sb || slot->opening) {
-    slot->again = 1;
-    return;
-  }
-  if (reg->running >= reg->max_running) {
-    slot->queued = 1;
-    return;
-  }
   hs_error_clear(&err);
-  if (hs_cache_add(reg->cache, reg->dirfd, slot->file, &slot->candidate,
-                   &err) != 0) {
+  if (hs_cache_add(reg->cache, dirfd, name, &slot->candidate, &err) != 0) {
+    uint64_t bad = slot->candidate.hash;
+    memset(&slot->candidate, 0, sizeof(slot->candidate));
     if (err.code == HS_ENOENT && !slot->done_cb)
       return; /* gone again already; the watcher reports the removal */
+    if (bad && !force && bad == slot->rejected_hash) {
+      hs_log(HS_LOG_DEBUG, slot->name, "unchanged",
+             "%s: same content as before; nothing to do", slot->file);
+      return;
+    }
+    if (bad)
+      slot->rejected_hash = bad; /* not an ELF, but known when it comes back */
     reject(slot, &err);
     return;
   }
-  int force = slot->force;
-  slot->force = 0;
-  if (!force && ((slot->loaded && slot->candidate.hash == slot->copy.hash &&
-                  slot->candidate.size == slot->copy.size) ||
-                 slot->candidate.hash == slot->rejected_hash)) {
+  int live = slot->loaded && slot->candidate.hash == slot->copy.hash &&
+             slot->candidate.size == slot->copy.size;
+  if (live)
+    hs_error_clear(&slot->last_error); /* back to what runs: nothing wrong */
+  if (!force && (live || slot->candidate.hash == slot->rejected_hash)) {
     hs_log(HS_LOG_DEBUG, slot->name, "unchanged",
            "%s: same content as before; nothing to do", slot->file);
     hs_cache_remove(reg->cache, &slot->candidate);
+    if (slot->source && slot->loaded)
+      slot->build_key = slot->cand_key;
+    hs_error_clear(&err);
+    slot_done(slot, &err); /* a forced rebuild that made the same bytes */
     return;
   }
 
@@ -257,8 +294,9 @@ static void slot_kick(hs_slot *slot) {
       .dir = reg->dir,
       .file = slot->file,
       .path = slot->candidate.path,
-      .state = slot->loaded ? &slot->state : NULL,
-      .reason = slot->loaded ? HS_LOAD_RELOAD : HS_LOAD_START,
+      /* The live state, or one kept after a failed rollback. */
+      .state = slot->state.version ? &slot->state : NULL,
+      .reason = slot->state.version ? HS_LOAD_RELOAD : HS_LOAD_START,
       .allow_reset = reg->opts.allow_state_reset,
       .limits = reg->opts.limits,
       .log_format = reg->opts.log_format,
@@ -276,21 +314,242 @@ static void slot_kick(hs_slot *slot) {
          slot->file, (double)(hs_now_ns() - slot->detect_ns) / 1e3);
 }
 
-void hs_registry_changed(hs_registry *reg, const char *file) {
-  if (!is_plugin_file(file))
+/* Shows what the compiler printed: as it printed it on a terminal or in
+ * text logs (colours and all), as one log line in JSON logs. */
+static void show_compiler_output(hs_slot *slot, const hs_compile_result *r) {
+  if (r->output_len == 0)
     return;
-  hs_slot *slot = find_file(reg, file);
-  if (!slot && !(slot = slot_new(reg, file))) {
-    hs_log(HS_LOG_ERROR, NULL, "error", "out of memory for %s", file);
+  if (slot->reg->opts.log_format == HS_LOG_JSON) {
+    hs_log(r->ok ? HS_LOG_WARN : HS_LOG_ERROR, slot->name, "compiler", "%.*s",
+           (int)r->output_len, r->output);
     return;
   }
+  for (size_t off = 0; off < r->output_len;) {
+    ssize_t n = write(2, r->output + off, r->output_len - off);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break;
+    off += (size_t)n;
+  }
+  if (r->output[r->output_len - 1] != '\n' && write(2, "\n", 1) < 0)
+    return;
+}
+
+static void on_compiled(hs_sandbox *sb, const hs_compile_result *r,
+                        void *data) {
+  hs_slot *slot = data;
+  hs_registry *reg = slot->reg;
+  char dep[PATH_MAX];
+  (void)sb;
+
+  slot->sb = NULL;
+  slot->compiling = 0;
+  reg->compiling--;
+  if (slot->again) {
+    drop_output(slot);
+    slot->again = 0;
+    slot->detect_ns = hs_now_ns();
+    slot_kick(slot);
+    run_queue(reg);
+    return;
+  }
+  show_compiler_output(slot, r);
+  if (!r->ok) {
+    slot->build.failed_key = slot->cand_key;
+    drop_output(slot);
+    reject(slot, &r->err);
+    run_queue(reg);
+    return;
+  }
+  if (r->output_len)
+    hs_log(HS_LOG_WARN, slot->name, "warning",
+           "%s compiled with warnings (they do not block; "
+           "--plugin-werror makes them)",
+           slot->file);
+  hs_log(HS_LOG_DEBUG, slot->name, "compiled", "%s compiled in %.2f ms",
+         slot->file, ms(r->elapsed_ns));
+  /* Now the headers it read are known: key the output by them too. */
+  snprintf(dep, sizeof(dep), "%s/%.*s.d", reg->cache->dir,
+           (int)(strlen(slot->cand_out) - 3), slot->cand_out);
+  hs_build_read_deps(&slot->build, dep, reg->dir);
+  hs_error err;
+  uint64_t key;
+  if (hs_build_key(&reg->build_env, &slot->build, reg->dirfd, reg->dir,
+                   slot->name, &key, &err) == 0)
+    slot->cand_key = key;
+  char *out = strdup(slot->cand_out);
+  if (!out) {
+    drop_output(slot);
+    hs_error_set(&err, HS_ENOMEM, "compile", "out of memory");
+    reject(slot, &err);
+    run_queue(reg);
+    return;
+  }
+  hs_build_store(&slot->build, reg->cache, slot->cand_key, out);
+  slot->cand_out[0] = '\0'; /* the build cache owns it now */
+  start_candidate(slot, reg->cache->dirfd, out, 0);
+  run_queue(reg);
+}
+
+/* Source plugins: the output for the current inputs, from the build cache
+ * or from a compile in the sandbox. */
+static void build_candidate(hs_slot *slot, int force) {
+  hs_registry *reg = slot->reg;
+  hs_error err;
+  uint64_t key;
+  char out[PATH_MAX], dep[PATH_MAX];
+
+  hs_error_clear(&err);
+  if (!reg->can_build) {
+    hs_error_set(&err, HS_ENOENT, "compile",
+                 "%s cannot be compiled: hotswap.h was not found (set "
+                 "HOTSWAP_INCLUDE)",
+                 slot->file);
+    reject(slot, &err);
+    return;
+  }
+  if (hs_build_key(&reg->build_env, &slot->build, reg->dirfd, reg->dir,
+                   slot->name, &key, &err) != 0) {
+    if (err.code != HS_ENOENT)
+      reject(slot, &err);
+    return;
+  }
+  if (!force && slot->loaded && key == slot->build_key) {
+    hs_error_clear(&slot->last_error); /* back to what runs */
+    hs_log(HS_LOG_DEBUG, slot->name, "unchanged",
+           "%s: same sources as the live version; nothing to do", slot->file);
+    return;
+  }
+  if (!force && key == slot->build.failed_key) {
+    hs_log(HS_LOG_DEBUG, slot->name, "unchanged",
+           "%s: the same sources failed to compile before", slot->file);
+    return;
+  }
+  slot->cand_key = key;
+  const char *cached = hs_build_lookup(&slot->build, key);
+  if (cached) {
+    hs_log(HS_LOG_DEBUG, slot->name, "cached",
+           "%s: built before with the same inputs; no compile", slot->file);
+    start_candidate(slot, reg->cache->dirfd, cached, force);
+    return;
+  }
+  if (reg->compiling >= reg->max_compiling) {
+    slot->queued = 1;
+    return;
+  }
+  snprintf(slot->cand_out, sizeof(slot->cand_out), "build-%.32s-%llu.so",
+           slot->name, (unsigned long long)reg->cache->next++);
+  snprintf(out, sizeof(out), "%s/%s", reg->cache->dir, slot->cand_out);
+  snprintf(dep, sizeof(dep), "%s/%.*s.d", reg->cache->dir,
+           (int)(strlen(slot->cand_out) - 3), slot->cand_out);
+  char **argv = hs_build_argv(&reg->build_env, reg->dirfd, reg->dir,
+                              slot->name, out, dep);
+  hs_compile_req req = {slot->file, reg->dir, argv, reg->opts.build_limits};
+  if (!argv) {
+    hs_error_set(&err, HS_ENOMEM, "compile", "out of memory");
+  } else if (hs_sandbox_compile(&slot->sb, reg->pool, &req, on_compiled, slot,
+                                &err) == 0) {
+    slot->compiling = 1;
+    reg->compiling++;
+    hs_log(HS_LOG_INFO, slot->name, "compiling", "%s", slot->file);
+  }
+  hs_build_argv_free(argv);
+  if (!slot->sb) {
+    slot->cand_out[0] = '\0';
+    reject(slot, &err);
+  }
+}
+
+/* Takes the slot's file through the pipeline, unless it is busy (then the
+ * change is remembered) or the validators are all taken (then it waits). */
+static void slot_kick(hs_slot *slot) {
+  hs_registry *reg = slot->reg;
+
+  if (slot->sb || slot->opening) {
+    slot->again = 1;
+    return;
+  }
+  if (reg->running >= reg->max_running) {
+    slot->queued = 1;
+    return;
+  }
+  int force = slot->force;
+  slot->force = 0;
+  if (slot->source)
+    build_candidate(slot, force);
+  else
+    start_candidate(slot, reg->dirfd, slot->file, force);
+}
+
+/* Starts the pipeline for slot as a change seen now. */
+static void slot_changed(hs_slot *slot) {
   if (!slot->sb && !slot->opening && !slot->queued)
     slot->detect_ns = hs_now_ns();
   if (!slot->queued)
     slot_kick(slot);
 }
 
+/* A source plugin's flags file or a header changed: rebuild exactly the
+ * source plugins it concerns. */
+static void inputs_changed(hs_registry *reg, const char *file) {
+  char path[PATH_MAX];
+  size_t stem = strlen(file) - strlen(".flags");
+  snprintf(path, sizeof(path), "%s/%s", reg->dir, file);
+  for (size_t i = 0; i < reg->nslots; i++) {
+    hs_slot *slot = reg->slots[i];
+    if (!slot->source)
+      continue;
+    if (has_ext(file, ".flags") ? strlen(slot->name) == stem &&
+                                      !strncmp(slot->name, file, stem)
+                                : hs_build_depends_on(&slot->build, path))
+      slot_changed(slot);
+  }
+}
+
+void hs_registry_changed(hs_registry *reg, const char *file) {
+  int source = hs_build_is_source(file);
+  if (has_ext(file, ".flags") || has_ext(file, ".h")) {
+    inputs_changed(reg, file);
+    return;
+  }
+  if (!source && !is_plugin_file(file))
+    return;
+  char stem[NAME_MAX + 1];
+  snprintf(stem, sizeof(stem), "%.*s", (int)strcspn(file, "."), file);
+  hs_slot *slot = hs_registry_find(reg, stem);
+  if (slot && !source && slot->source) {
+    hs_log(HS_LOG_DEBUG, slot->name, "ignored",
+           "%s is ignored: %s is built from %s", file, slot->name,
+           slot->file);
+    return;
+  }
+  if (slot && source && !slot->source) {
+    /* NAME.c appeared beside a loaded NAME.so: from now on the source is
+     * the plugin; the live version runs until the first build replaces
+     * it. */
+    char *f = strdup(file);
+    if (!f)
+      return;
+    free(slot->file);
+    slot->file = f;
+    slot->source = 1;
+    hs_log(HS_LOG_INFO, slot->name, "source",
+           "%s now builds %s; %s.so is ignored", file, slot->name, slot->name);
+  }
+  if (!slot && !(slot = slot_new(reg, file))) {
+    hs_log(HS_LOG_ERROR, NULL, "error", "out of memory for %s", file);
+    return;
+  }
+  slot_changed(slot);
+}
+
 void hs_registry_removed(hs_registry *reg, const char *file) {
+  char stem[NAME_MAX + 1], so[NAME_MAX + 4];
+  if (has_ext(file, ".flags") || has_ext(file, ".h")) {
+    inputs_changed(reg, file);
+    return;
+  }
   hs_slot *slot = find_file(reg, file);
   if (!slot)
     return;
@@ -299,8 +558,14 @@ void hs_registry_removed(hs_registry *reg, const char *file) {
     hs_log(HS_LOG_INFO, slot->name, "unloaded",
            "%s was removed; version %s unloaded", file, slot->version);
   }
+  snprintf(stem, sizeof(stem), "%s", slot->name);
+  int source = slot->source;
   slot_drop(reg, slot);
   run_queue(reg);
+  /* Without its source, a NAME.so beside it is the plugin again. */
+  snprintf(so, sizeof(so), "%s.so", stem);
+  if (source && faccessat(reg->dirfd, so, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+    hs_registry_changed(reg, so);
 }
 
 void hs_registry_scan(hs_registry *reg) {
@@ -315,9 +580,14 @@ void hs_registry_scan(hs_registry *reg) {
            strerror(errno));
     return;
   }
-  rewinddir(d);
-  while ((e = readdir(d)) != NULL)
-    hs_registry_changed(reg, e->d_name);
+  /* Sources first, so that NAME.c takes NAME before NAME.so does. */
+  for (int pass = 0; pass < 2; pass++) {
+    rewinddir(d);
+    while ((e = readdir(d)) != NULL)
+      if (hs_build_is_source(e->d_name) == (pass == 0) &&
+          (pass == 0 || is_plugin_file(e->d_name)))
+        hs_registry_changed(reg, e->d_name);
+  }
   closedir(d);
   /* Plugins whose file vanished while we were not looking. */
   for (size_t i = reg->nslots; i-- > 0;) {
@@ -354,6 +624,7 @@ int hs_registry_init(hs_registry *reg, hs_loop *loop, hs_cache *cache,
   reg->cache = cache;
   reg->opts = *opts;
   reg->max_running = (unsigned)(ncpu > 1 ? ncpu * 2 : 2);
+  reg->max_compiling = (unsigned)(ncpu > 1 ? ncpu : 1);
   reg->started_at = (int64_t)time(NULL);
   reg->started_ns = hs_now_ns();
   reg->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -366,6 +637,13 @@ int hs_registry_init(hs_registry *reg, hs_loop *loop, hs_cache *cache,
     close(reg->dirfd);
     return hs_error_set(err, HS_ENOMEM, "scan", "out of memory");
   }
+  hs_error berr;
+  reg->can_build = hs_build_env_init(&reg->build_env, opts->color,
+                                     opts->plugin_werror, &opts->build_limits,
+                                     &berr) == 0;
+  if (!reg->can_build)
+    hs_log(HS_LOG_WARN, NULL, "warning",
+           "plugin sources (*.c) will not be compiled: %s", berr.msg);
   int rc = hs_sandbox_pool_open(&reg->pool, loop, opts->log_format,
                                  opts->log_level, err);
   if (rc != 0) {
@@ -394,10 +672,11 @@ void hs_registry_close(hs_registry *reg, hs_unload_reason reason) {
       hs_log(HS_LOG_INFO, slot->name, "unloaded", "version %s unloaded (%s)",
              slot->version, why[reason <= 4 ? reason : 0]);
     }
-    slot_free(reg, slot);
+    slot_free(reg, slot, "the host is shutting down");
   }
   hs_sandbox_pool_close(reg->pool);
   hs_worker_stop(&reg->worker); /* closes what is still open */
+  hs_build_env_free(&reg->build_env);
   free(reg->slots);
   free(reg->dir);
   if (reg->dirfd >= 0)

@@ -4,9 +4,6 @@
  * stops here) -> validate in the sandbox -> open the copy on the worker
  * thread -> swap in the loop.
  *
- * X into the cache -> validate -> open the copy on the worker thread ->
- * swap in the loop.
- *
  * One slot per plugin name. A slot keeps the live version (if any), the
  * state, the last error and the last reload's timings. A change that
  * arrives while a slot's candidate is being validated is remembered and
@@ -19,6 +16,7 @@
 #include <stdint.h>
 
 #include "api.h"
+#include "build.h"
 #include "cache.h"
 #include "err.h"
 #include "loader.h"
@@ -71,6 +69,14 @@ struct hs_slot {
   hs_reload_cb done_cb;    /* forced reload waiting for its outcome */
   void *done_data;
 
+  /* plugins from source (NAME.c, see build.h) */
+  int source;              /* 1: the host builds it from NAME.c */
+  int compiling;           /* sb is a compile, not a validation */
+  hs_build build;          /* its outputs and header dependencies */
+  uint64_t build_key;      /* inputs of the live version */
+  uint64_t cand_key;       /* inputs of the candidate under way */
+  char cand_out[64];       /* the compile's output name in the cache */
+
   hs_error last_error;     /* code 0 if the last attempt succeeded */
   hs_timings last;         /* of the last successful reload */
 };
@@ -80,6 +86,9 @@ typedef struct hs_registry_opts {
   hs_sandbox_limits limits;    /* for every validation */
   hs_log_format log_format;    /* handed to the validators */
   hs_log_level log_level;
+  int color;                   /* compiler diagnostics in colour */
+  int plugin_werror;           /* --plugin-werror: warnings block */
+  hs_sandbox_limits build_limits; /* for compilers */
 } hs_registry_opts;
 
 struct hs_registry {
@@ -94,6 +103,10 @@ struct hs_registry {
   size_t nslots, capslots;
   unsigned running;            /* validations under way */
   unsigned max_running;        /* at most this many at once (2 per core) */
+  unsigned compiling;          /* compiles under way */
+  unsigned max_compiling;      /* at most one per core */
+  hs_build_env build_env;      /* how sources are compiled */
+  int can_build;               /* build_env is set (hotswap.h was found) */
   int64_t started_at;          /* wall clock (s) at init */
   uint64_t started_ns;         /* monotonic at init */
 };
@@ -106,12 +119,14 @@ int hs_registry_init(hs_registry *reg, hs_loop *loop, hs_cache *cache,
 /* Unloads every plugin with reason, cancels validations, frees all. */
 void hs_registry_close(hs_registry *reg, hs_unload_reason reason);
 
-/* Runs every "*.so" in the directory through the pipeline (new ones load,
- * changed ones reload, vanished ones unload). At start and on SIGHUP. */
+/* Runs every plugin file in the directory ("*.so", "*.c") through the
+ * pipeline (new ones load, changed ones reload, vanished ones unload). At
+ * start and on SIGHUP. A NAME.c takes precedence over a NAME.so. */
 void hs_registry_scan(hs_registry *reg);
 
-/* The watcher saw file change or vanish. Files that are not plugins are
- * ignored. */
+/* The watcher saw file change or vanish: a plugin ("*.so", "*.c"), a
+ * source plugin's "NAME.flags", or a header that source plugins include.
+ * Other files are ignored. */
 void hs_registry_changed(hs_registry *reg, const char *file);
 void hs_registry_removed(hs_registry *reg, const char *file);
 

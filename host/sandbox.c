@@ -58,6 +58,7 @@ struct hs_sandbox {
   uint64_t start_ns;
   char file[256];
   hs_sandbox_cb cb;
+  hs_compile_cb ccb;      /* set for a compile instead of cb */
   void *data;
 };
 
@@ -125,7 +126,62 @@ static void judge(hs_sandbox *sb) {
   }
 }
 
+/* A compile's outcome, from its exit status. */
+static void finish_compile(hs_sandbox *sb) {
+  hs_compile_result r;
+  const char *out = sb->report.data ? sb->report.data + sb->parsed : "";
+  char first[300] = "";
+
+  memset(&r, 0, sizeof(r));
+  r.output = out;
+  r.output_len = sb->report.len - sb->parsed;
+  /* The first line that says "error" is the one worth a summary. */
+  for (const char *l = out; l && *l;) {
+    const char *nl = strchr(l, '\n');
+    size_t len = nl ? (size_t)(nl - l) : strlen(l);
+    if (memmem(l, len, "error", 5)) {
+      snprintf(first, sizeof(first), ": %.*s", (int)len, l);
+      break;
+    }
+    l = nl ? nl + 1 : NULL;
+  }
+  if (sb->timed_out) {
+    hs_error_set(&r.err, HS_ETIMEDOUT, "compile",
+                 "the compiler timed out after %" PRIu32 " ms on %s (it was "
+                 "killed)",
+                 sb->timeout_ms, sb->file);
+  } else if (!sb->exited) {
+    hs_error_set(&r.err, HS_ESANDBOX, "compile",
+                 "the compiler of %s vanished (the zygote died)", sb->file);
+  } else if (WIFSIGNALED(sb->status)) {
+    const char *abbrev = sigabbrev_np(WTERMSIG(sb->status));
+    hs_error_set(&r.err, HS_ECOMPILE, "compile",
+                 "the compiler was killed by SIG%s compiling %s",
+                 abbrev ? abbrev : "?", sb->file);
+  } else if (WEXITSTATUS(sb->status) == 127 &&
+             strncmp(out, "hotswap: cannot run", 19) == 0) {
+    const char *nl = strchr(out, '\n');
+    hs_error_set(&r.err, HS_ENOENT, "compile", "%.*s",
+                 (int)(nl ? nl - out : (long)strlen(out)), out + 9);
+  } else if (WEXITSTATUS(sb->status) != 0) {
+    hs_error_set(&r.err, HS_ECOMPILE, "compile",
+                 "%s does not compile (the compiler exited with status %d)%s",
+                 sb->file, WEXITSTATUS(sb->status), first);
+  } else {
+    r.ok = 1;
+  }
+  r.elapsed_ns = hs_now_ns() - sb->start_ns;
+  sb->ccb(sb, &r, sb->data);
+  sandbox_free(sb);
+}
+
 static void finish(hs_sandbox *sb) {
+  if (sb->ccb) {
+    if (!sb->exited || sb->timed_out)
+      kill(-sb->pid, SIGKILL); /* the compiler's whole process group */
+    finish_compile(sb);
+    return;
+  }
   judge(sb);
   sb->v.elapsed_ns = hs_now_ns() - sb->start_ns;
   if (!sb->final)
@@ -197,9 +253,21 @@ static void on_report(hs_io *io, uint32_t events) {
       sb->eof = 1;
     break;
   }
-  if (parse(sb)) {
+  if (sb->ccb) {
+    /* A compile: the first line is the child's pid, the rest output. */
+    if (sb->pid == 0 && sb->report.data) {
+      char *nl = memchr(sb->report.data, '\n', sb->report.len);
+      unsigned pid;
+      if (nl && sscanf(sb->report.data, "pid %u", &pid) == 1) {
+        sb->pid = (pid_t)pid;
+        sb->parsed = (size_t)(nl - sb->report.data) + 1;
+      }
+    }
+  } else if (parse(sb)) {
     finish(sb);
-  } else if (sb->eof) {
+    return;
+  }
+  if (sb->eof) {
     hs_loop_io_stop(&sb->io);
     if (known_exit(sb) || sb->pid == 0 || sb->pool->zpid == 0)
       finish(sb);
@@ -209,6 +277,12 @@ static void on_report(hs_io *io, uint32_t events) {
 
 static void on_timeout(hs_timer *t) {
   hs_sandbox *sb = t->data;
+  if (sb->ccb && !sb->timed_out && sb->pid > 0 && !sb->exited) {
+    sb->timed_out = 1;
+    kill(-sb->pid, SIGKILL); /* the compiler and all it started */
+    hs_loop_timer_start(sb->pool->loop, &sb->timer, 2000000000u, 0);
+    return;
+  }
   if (!sb->timed_out && sb->pidfd >= 0 && !sb->eof) {
     sb->timed_out = 1;
     kill_validator(sb);
@@ -354,7 +428,7 @@ void hs_sandbox_pool_close(hs_sandbox_pool *pool) {
 }
 
 /* The validator's argv, NUL-separated, as hs_sandbox_child_main reads it. */
-static int build_request(hs_buf *b, const hs_sandbox_req *req) {
+static void build_request(hs_buf *b, const hs_sandbox_req *req) {
   hs_buf_init(b);
   hs_buf_printf(b, "hotswap-sandbox%c%s%c%s%c%s%c%s%c%s%c", 0, HS_SANDBOX_ARG,
                 0, req->name, 0, req->dir, 0, req->file, 0, req->path, 0);
@@ -365,58 +439,45 @@ static int build_request(hs_buf *b, const hs_sandbox_req *req) {
   hs_buf_printf(b, "%" PRIu32 "%c%" PRIu64 "%c0%c%d%c%d", req->limits.cpu_s,
                 0, req->limits.mem_bytes, 0, 0, (int)req->log_format, 0,
                 (int)req->log_level);
-  return b->oom ? HS_ENOMEM : 0;
 }
 
-int hs_sandbox_start(hs_sandbox **out, hs_sandbox_pool *pool,
-                     const hs_sandbox_req *req, hs_sandbox_cb cb, void *data,
-                     hs_error *err) {
-  int pipefd[2] = {-1, -1}, statefd = -1, rc;
-  hs_buf msg;
-  hs_sandbox *sb = calloc(1, sizeof(*sb));
+/* Hands one request (the child's argv, NUL-separated, and a state fd) to
+ * the zygote, and watches its report. Takes over statefd. */
+static int submit(hs_sandbox **out, hs_sandbox_pool *pool, hs_sandbox *sb,
+                  int statefd, hs_buf *msg, uint32_t timeout_ms, hs_error *err) {
+  int pipefd[2] = {-1, -1}, rc;
 
-  if (!sb)
-    return hs_error_set(err, HS_ENOMEM, "sandbox", "out of memory");
   sb->pool = pool;
   sb->pidfd = sb->rfd = -1;
   hs_buf_init(&sb->report);
   hs_loop_timer_init(&sb->timer, on_timeout, sb);
   snprintf(sb->stage, sizeof(sb->stage), "start");
-  sb->timeout_ms = req->limits.timeout_ms;
-  sb->cpu_s = req->limits.cpu_s;
-  sb->cb = cb;
-  sb->data = data;
-  snprintf(sb->file, sizeof(sb->file), "%s", req->file);
+  sb->timeout_ms = timeout_ms;
   sb->next = pool->active;
   pool->active = sb;
 
+  if (msg->oom) {
+    rc = hs_error_set(err, HS_ENOMEM, "sandbox", "out of memory");
+    goto fail;
+  }
   if (pool->zpid == 0 && (rc = zygote_start(pool, err)) != 0)
     goto fail;
-  statefd = req->state ? hs_state_to_memfd(req->state)
-                       : memfd_create("hotswap-state", MFD_CLOEXEC);
   if (statefd < 0 || pipe2(pipefd, O_CLOEXEC | O_NONBLOCK) != 0) {
     rc = hs_error_set(err, statefd < 0 ? statefd : -errno, "sandbox",
-                      "cannot prepare the sandbox for %s: %s", req->file,
+                      "cannot prepare the sandbox for %s: %s", sb->file,
                       strerror(errno));
     goto fail;
   }
   sb->rfd = pipefd[0];
-  if (build_request(&msg, req) != 0) {
-    hs_buf_free(&msg);
-    rc = hs_error_set(err, HS_ENOMEM, "sandbox", "out of memory");
-    goto fail;
-  }
-  /* The write end must block in the validator: clear O_NONBLOCK on it
-   * (both ends share the flag through pipe2). */
+  /* The write end must block in the child: clear O_NONBLOCK on it (pipe2
+   * set it on both ends). */
   fcntl(pipefd[1], F_SETFL, 0);
   sb->start_ns = hs_now_ns();
   int fds[2] = {statefd, pipefd[1]};
-  rc = hs_zygote_send(pool->zfd, msg.data, msg.len, fds);
-  hs_buf_free(&msg);
-  if (rc != 0) {
+  if (hs_zygote_send(pool->zfd, msg->data, msg->len, fds) != 0) {
     rc = hs_error_set(err, HS_ESANDBOX, "sandbox",
                       "cannot reach the validator zygote for %s: %s",
-                      req->file, strerror(errno));
+                      sb->file, strerror(errno));
     goto fail;
   }
   close(statefd);
@@ -425,22 +486,62 @@ int hs_sandbox_start(hs_sandbox **out, hs_sandbox_pool *pool,
   rc = hs_loop_io_start(pool->loop, &sb->io, sb->rfd, EPOLLIN, on_report, sb);
   if (rc == 0)
     rc = hs_loop_timer_start(pool->loop, &sb->timer,
-                             (uint64_t)req->limits.timeout_ms * 1000000u, 0);
+                             (uint64_t)timeout_ms * 1000000u, 0);
   if (rc != 0) {
-    hs_error_set(err, rc, "sandbox", "cannot watch the validator of %s",
-                 req->file);
+    hs_error_set(err, rc, "sandbox", "cannot watch the sandbox of %s",
+                 sb->file);
     goto fail;
   }
+  hs_buf_free(msg);
   *out = sb;
   return 0;
 
 fail:
+  hs_buf_free(msg);
   if (statefd >= 0)
     close(statefd);
   if (pipefd[1] >= 0)
     close(pipefd[1]);
   sandbox_free(sb);
   return rc;
+}
+
+int hs_sandbox_start(hs_sandbox **out, hs_sandbox_pool *pool,
+                     const hs_sandbox_req *req, hs_sandbox_cb cb, void *data,
+                     hs_error *err) {
+  hs_buf msg;
+  hs_sandbox *sb = calloc(1, sizeof(*sb));
+  if (!sb)
+    return hs_error_set(err, HS_ENOMEM, "sandbox", "out of memory");
+  sb->cpu_s = req->limits.cpu_s;
+  sb->cb = cb;
+  sb->data = data;
+  snprintf(sb->file, sizeof(sb->file), "%s", req->file);
+  build_request(&msg, req);
+  int statefd = req->state ? hs_state_to_memfd(req->state)
+                           : memfd_create("hotswap-state", MFD_CLOEXEC);
+  return submit(out, pool, sb, statefd, &msg, req->limits.timeout_ms, err);
+}
+
+int hs_sandbox_compile(hs_sandbox **out, hs_sandbox_pool *pool,
+                       const hs_compile_req *req, hs_compile_cb cb,
+                       void *data, hs_error *err) {
+  hs_buf msg;
+  hs_sandbox *sb = calloc(1, sizeof(*sb));
+  if (!sb)
+    return hs_error_set(err, HS_ENOMEM, "compile", "out of memory");
+  sb->cpu_s = req->limits.cpu_s;
+  sb->ccb = cb;
+  sb->data = data;
+  snprintf(sb->file, sizeof(sb->file), "%s", req->file);
+  hs_buf_init(&msg);
+  hs_buf_printf(&msg, "hotswap-compile%c%s%c%s%c%" PRIu32 "%c%" PRIu64, 0,
+                HS_COMPILE_ARG, 0, req->cwd, 0, req->limits.cpu_s, 0,
+                req->limits.mem_bytes);
+  for (char *const *a = req->argv; *a; a++)
+    hs_buf_printf(&msg, "%c%s", 0, *a);
+  return submit(out, pool, sb, memfd_create("hotswap-none", MFD_CLOEXEC),
+                &msg, req->limits.timeout_ms, err);
 }
 
 void hs_sandbox_cancel(hs_sandbox *sb) {

@@ -79,7 +79,36 @@ int hs_sandbox_start(hs_sandbox **out, hs_sandbox_pool *pool,
                      const hs_sandbox_req *req, hs_sandbox_cb cb, void *data,
                      hs_error *err);
 
-/* Kills the validator and frees sb; cb is not called. */
+/* A compile of a plugin source, run like a validation: a zygote child
+ * with the same limits, in its own process group (a timeout kills the
+ * compiler and everything it started), its output captured. */
+typedef struct hs_compile_req {
+  const char *file;          /* the plugin's source, for messages */
+  const char *cwd;           /* the compiler runs here */
+  char *const *argv;         /* compiler command; argv[0] is looked up in
+                                PATH; NULL-terminated */
+  hs_sandbox_limits limits;
+} hs_compile_req;
+
+typedef struct hs_compile_result {
+  int ok;                    /* compiler ran and exited 0 */
+  hs_error err;              /* why not, when !ok (stage "compile") */
+  const char *output;        /* what the compiler printed (stdout+stderr) */
+  size_t output_len;
+  uint64_t elapsed_ns;
+} hs_compile_result;
+
+typedef void (*hs_compile_cb)(hs_sandbox *sb, const hs_compile_result *r,
+                              void *data);
+
+/* Starts a compile; cb runs exactly once from the loop. Returns 0 with
+ * *out set, or a negative code with err filled and no callback. Cancel
+ * with hs_sandbox_cancel. */
+int hs_sandbox_compile(hs_sandbox **out, hs_sandbox_pool *pool,
+                       const hs_compile_req *req, hs_compile_cb cb,
+                       void *data, hs_error *err);
+
+/* Kills the validator (or compiler) and frees sb; cb is not called. */
 void hs_sandbox_cancel(hs_sandbox *sb);
 
 /* The validator's main: argv as hs_sandbox_start builds it (argv[1] is
@@ -96,5 +125,6 @@ int hs_zygote_send(int fd, const char *buf, size_t len, const int fds[2]);
 
 #define HS_SANDBOX_ARG "__sandbox"
 #define HS_ZYGOTE_ARG "__zygote"
+#define HS_COMPILE_ARG "__compile"
 
 #endif /* HS_SANDBOX_H */

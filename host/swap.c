@@ -23,14 +23,27 @@ static int load_failed(hs_slot *slot, int rc, const char *which,
                       hs_err_name(rc), hs_strerror(rc));
 }
 
-static int first_load(hs_slot *slot, const hs_plugin *d, hs_error *err) {
+/* Loads d with nothing live: on zeroed state (START), or on the state kept
+ * from a version that could not be rolled back (RELOAD, migrated if its
+ * layout differs). */
+static int first_load(hs_slot *slot, const hs_plugin *d, int *was_reset,
+                      hs_error *err) {
   hs_state st;
-  if (hs_state_init(&st, d->state_version, d->state_size) != 0)
+  hs_load_reason reason = HS_LOAD_START;
+  if (slot->state.version != 0) {
+    int rc = hs_state_migrate(&slot->state, d, &slot->ctx,
+                              slot->reg->opts.allow_state_reset, slot->file,
+                              &st, was_reset, err);
+    if (rc != 0)
+      return rc;
+    reason = HS_LOAD_RELOAD;
+  } else if (hs_state_init(&st, d->state_version, d->state_size) != 0) {
     return hs_error_set(err, HS_ENOMEM, "load",
                         "cannot allocate %u bytes of state for %s",
                         d->state_size, slot->file);
+  }
   ctx_use(slot, d, st.data);
-  int rc = d->load(&slot->ctx, st.data, HS_LOAD_START);
+  int rc = d->load(&slot->ctx, st.data, reason);
   if (rc != 0) {
     load_failed(slot, rc, "", err);
     ctx_use(slot, NULL, NULL);
@@ -89,7 +102,7 @@ int hs_swap_in(hs_slot *slot, hs_image *img, hs_cache_file *cand,
 
   *was_reset = 0;
   if (!slot->loaded) {
-    rc = first_load(slot, img->desc, err);
+    rc = first_load(slot, img->desc, was_reset, err);
   } else {
     rc = replace(slot, img->desc, was_reset, err);
     if (rc == 0)

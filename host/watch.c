@@ -26,9 +26,17 @@
 
 struct hs_watch_pending {
   hs_watch_pending *next;
-  uint64_t due_ns; /* when the name has been quiet for settle_ns */
-  char name[];     /* NUL-terminated */
+  uint64_t due_ns;  /* when the name has been quiet for settle_ns */
+  uint64_t last_ns; /* its last event */
+  int writing;      /* created or modified, and not closed yet */
+  char name[];      /* NUL-terminated */
 };
+
+/* A file still open for writing is waited for until its writer closes it
+ * (IN_CLOSE_WRITE), but at most this long after its last event: GNU ld,
+ * for one, creates its output and writes it ~80 ms later, longer than any
+ * sensible settle time. */
+#define WRITER_WAIT_NS (2000u * 1000000u)
 
 static int stopped(const hs_watch *w) {
   return w->ifd < 0;
@@ -56,25 +64,35 @@ static hs_watch_pending *pending_take(hs_watch *w, const char *name) {
   return NULL;
 }
 
-/* Sets name's deadline to due_ns, adding it when new. Returns 0 or
+/* Sets name's deadline to due_ns, adding it when new, and tracks whether
+ * a writer has it open (mask: the inotify event). Returns 0 or
  * HS_ENOMEM. */
-static int pending_touch(hs_watch *w, const char *name, uint64_t due_ns) {
+static int pending_touch(hs_watch *w, const char *name, uint64_t due_ns,
+                         uint32_t mask) {
   hs_watch_pending *p;
   size_t len;
 
   for (p = w->pending; p != NULL; p = p->next)
-    if (strcmp(p->name, name) == 0) {
-      p->due_ns = due_ns;
-      return 0;
-    }
-  len = strlen(name);
-  p = malloc(sizeof(*p) + len + 1);
-  if (p == NULL)
-    return HS_ENOMEM;
-  memcpy(p->name, name, len + 1);
+    if (strcmp(p->name, name) == 0)
+      break;
+  if (p == NULL) {
+    len = strlen(name);
+    p = malloc(sizeof(*p) + len + 1);
+    if (p == NULL)
+      return HS_ENOMEM;
+    memcpy(p->name, name, len + 1);
+    p->writing = 0;
+    p->next = w->pending;
+    w->pending = p;
+  }
   p->due_ns = due_ns;
-  p->next = w->pending;
-  w->pending = p;
+  p->last_ns = due_ns - w->settle_ns;
+  if (mask & IN_CLOSE_WRITE)
+    p->writing = 0;
+  else if ((mask & (IN_CREATE | IN_MODIFY)) && !(mask & IN_ISDIR))
+    p->writing = 1;
+  else if (mask & (IN_DELETE | IN_MOVED_FROM))
+    p->writing = 0;
   return 0;
 }
 
@@ -108,7 +126,11 @@ static void on_timer(hs_timer *t) {
    * callbacks may stop the watch or cause new events. */
   while (*pp != NULL) {
     hs_watch_pending *p = *pp;
-    if (p->due_ns <= now) {
+    if (p->due_ns <= now && p->writing &&
+        p->last_ns + WRITER_WAIT_NS > now) {
+      p->due_ns = p->last_ns + WRITER_WAIT_NS; /* wait for the close */
+      pp = &p->next;
+    } else if (p->due_ns <= now) {
       *pp = p->next;
       p->next = due;
       due = p;
@@ -157,7 +179,7 @@ static int handle_event(hs_watch *w, const struct inotify_event *ie,
     w->cb(w, ie->name, HS_WATCH_CHANGED);
     return stopped(w);
   }
-  if (pending_touch(w, ie->name, due_ns) < 0) {
+  if (pending_touch(w, ie->name, due_ns, ie->mask) < 0) {
     /* Out of memory: the name cannot wait; have the caller look at all. */
     w->cb(w, NULL, HS_WATCH_RESCAN);
     return stopped(w);

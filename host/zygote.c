@@ -21,6 +21,7 @@
 #include <time.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -119,6 +120,28 @@ static void warm_up(void) {
   tzset(); /* the log's local time, read once here */
 }
 
+/* Becomes the compiler: argv is {name, HS_COMPILE_ARG, cwd, cpu_s,
+ * mem_bytes, cc, args...}; its output goes to the report (fd 4). */
+static void compile_exec(char **argv) {
+  rlim_t cpu = (rlim_t)strtoull(argv[3], NULL, 10);
+  rlim_t mem = (rlim_t)strtoull(argv[4], NULL, 10);
+  struct rlimit core = {0, 0}, c = {cpu, cpu + 1}, m = {mem, mem};
+
+  setrlimit(RLIMIT_CORE, &core);
+  if (cpu > 0)
+    setrlimit(RLIMIT_CPU, &c);
+  if (mem > 0)
+    setrlimit(RLIMIT_AS, &m); /* the compiler is never sanitized */
+  if (chdir(argv[2]) != 0 || dup2(4, 1) < 0 || dup2(4, 2) < 0)
+    _exit(126);
+  close(3);
+  close(4);
+  execvp(argv[5], argv + 5);
+  fprintf(stderr, "hotswap: cannot run the compiler '%s': %s (set $CC)\n",
+          argv[5], strerror(errno));
+  _exit(127);
+}
+
 /* The spare's life: wait for one request, become its validator. */
 static void spare_main(int fd, pid_t zygote) {
   static char buf[16384];
@@ -145,10 +168,15 @@ static void spare_main(int fd, pid_t zygote) {
   if (state < 0 || report < 0 || dup2(state, 3) < 0 || dup2(report, 4) < 0)
     _exit(4);
   close_range(5, ~0u, 0);
+  int compile = argc > 5 && strcmp(argv[1], HS_COMPILE_ARG) == 0;
+  if (compile)
+    setpgid(0, 0); /* a timeout kills the compiler and all it started */
   char line[32];
   int len = snprintf(line, sizeof(line), "pid %d\n", (int)getpid());
   if (write(4, line, (size_t)len) != len)
     _exit(4);
+  if (compile)
+    compile_exec(argv);
   _exit(hs_sandbox_child_main(argc, argv));
 }
 

@@ -69,7 +69,8 @@
   X(ESELFTEST, -4011, "selftest failed")                                       \
   X(ECRASH, -4012, "plugin crashed")                                           \
   X(ESANDBOX, -4013, "sandbox failed")                                         \
-  X(ENOTLOADED, -4014, "plugin is not loaded")
+  X(ENOTLOADED, -4014, "plugin is not loaded")                                \
+  X(ECOMPILE, -4015, "plugin source failed to compile")
 
 #define HS_ERRNO_ENUM_(name, value, msg) HS_##name = (value),
 typedef enum {

@@ -235,6 +235,28 @@ static void test_watch_write_in_place_reported_once_after_settle(
   assert_idle(e);
 }
 
+/* A linker creates its output and writes it later, longer after than the
+ * settle time: nothing is reported until the writer closes the file. */
+static void test_watch_waits_for_writer_to_close(void **state) {
+  struct env *e = *state;
+  char path[PATH_MAX];
+
+  start(e, 50);
+  path_of(e, "plugin.so", path, sizeof(path));
+  int fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+  assert_true(fd >= 0);
+  run_for(e, 300); /* six settle times of silence, file still open */
+  assert_int_equal(e->n, 0);
+  assert_int_equal(write(fd, "elf", 3), 3);
+  assert_int_equal(close(fd), 0);
+  run_until(e, "plugin.so", 1, 2000);
+  run_for(e, 150);
+  assert_int_equal(e->n, 1);
+  assert_string_equal(e->seen[0].name, "plugin.so");
+  assert_int_equal(e->seen[0].ev, HS_WATCH_CHANGED);
+  assert_idle(e);
+}
+
 static void test_watch_truncating_write_reported_once(void **state) {
   struct env *e = *state;
   char path[PATH_MAX];
@@ -402,6 +424,7 @@ int main(void) {
       WATCH_TEST(test_watch_rename_into_place_reported_at_once),
       WATCH_TEST(test_watch_rename_drops_pending_name),
       WATCH_TEST(test_watch_write_in_place_reported_once_after_settle),
+      WATCH_TEST(test_watch_waits_for_writer_to_close),
       WATCH_TEST(test_watch_truncating_write_reported_once),
       WATCH_TEST(test_watch_new_file_reported_changed),
       WATCH_TEST(test_watch_delete_reported_removed),

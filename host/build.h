@@ -1,0 +1,94 @@
+/*
+ * build.h - plugins from source: a NAME.c in the plugin directory (with an
+ * optional NAME.flags of extra compiler and linker words, e.g. -lm) that
+ * the host compiles itself, in the sandbox, into the private cache.
+ *
+ * A build is keyed by the hash of every input: the compiler's identity,
+ * the flags, the sources and the headers the last build depended on (the
+ * compiler's own dependency file). Saving without a change, or going back
+ * to content built before, costs no compile: the key finds the earlier
+ * output. Editing a header rebuilds exactly the plugins that include it.
+ */
+#ifndef HS_BUILD_H
+#define HS_BUILD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cache.h"
+#include "err.h"
+#include "sandbox.h"
+
+#define HS_BUILD_KEEP 8 /* outputs kept per plugin, for going back */
+
+/* How every plugin is built; one per host. */
+typedef struct hs_build_env {
+  char *cc;           /* $CC, else "cc" */
+  uint64_t cc_id;     /* hash of the compiler's resolved path, size, mtime */
+  char *include_dir;  /* where hotswap.h is */
+  int color;          /* -fdiagnostics-color=always (stderr is a tty) */
+  int werror;         /* warnings block (--plugin-werror) */
+  hs_sandbox_limits limits; /* for the compiler */
+} hs_build_env;
+
+/* What one source plugin's builds left behind. */
+typedef struct hs_build {
+  char **deps;        /* owned: absolute paths the last build read */
+  size_t ndeps;
+  struct {
+    uint64_t key;
+    char *name;       /* owned: output file name in the cache dir */
+  } out[HS_BUILD_KEEP];
+  unsigned nout, next; /* entries used; slot to replace next */
+  uint64_t failed_key; /* inputs that failed to compile last time */
+} hs_build;
+
+/*
+ * Fills env: the compiler from $CC, the include directory ($HOTSWAP_INCLUDE,
+ * else ../include beside the hotswap binary, else the source tree's). Returns
+ * 0, or a negative code with err filled (stage "compile": no hotswap.h).
+ */
+int hs_build_env_init(hs_build_env *env, int color, int werror,
+                      const hs_sandbox_limits *limits, hs_error *err);
+void hs_build_env_free(hs_build_env *env);
+
+/* Returns 1 for "NAME.c" (a source plugin), else 0. */
+int hs_build_is_source(const char *file);
+
+/* The key of stem's inputs now (source file "stem.c", "stem.flags" if any,
+ * and b's known dependencies) in directory dir. Returns 0 with *key set, or
+ * a negative code with err filled (stage "copy": the source is unreadable).
+ */
+int hs_build_key(const hs_build_env *env, const hs_build *b, int dirfd,
+                 const char *dir, const char *stem, uint64_t *key,
+                 hs_error *err);
+
+/* The output built for key earlier (its name in the cache dir), or NULL. */
+const char *hs_build_lookup(const hs_build *b, uint64_t key);
+
+/*
+ * Builds the compiler's argv for stem (owned by the caller: free with
+ * hs_build_argv_free): $CC -shared -fPIC -O2 -g -Wall -fvisibility=hidden
+ * -I<include> -I<dir> -MMD -MF <dep> -o <out> stem.c [flags from
+ * stem.flags]. out and dep are absolute paths in the cache. Returns NULL
+ * when out of memory.
+ */
+char **hs_build_argv(const hs_build_env *env, int dirfd, const char *dir,
+                     const char *stem, const char *out, const char *dep);
+void hs_build_argv_free(char **argv);
+
+/* Reads the dependency file the compiler wrote into b->deps (relative
+ * names made absolute against dir). Returns 0 or a negative code. */
+int hs_build_read_deps(hs_build *b, const char *depfile, const char *dir);
+
+/* Returns 1 if the last build of b read the file at path. */
+int hs_build_depends_on(const hs_build *b, const char *path);
+
+/* Remembers name (taken over) as the output for key, removing the oldest
+ * output from the cache when HS_BUILD_KEEP are kept. */
+void hs_build_store(hs_build *b, hs_cache *cache, uint64_t key, char *name);
+
+/* Removes every output of b from the cache and frees b's memory. */
+void hs_build_free(hs_build *b, hs_cache *cache);
+
+#endif /* HS_BUILD_H */
