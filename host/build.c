@@ -1,6 +1,7 @@
 /* build.c - plugins from source; see build.h. */
 #include "build.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -144,6 +145,62 @@ void hs_build_env_free(hs_build_env *env) {
   memset(env, 0, sizeof(*env));
 }
 
+static int by_name(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The files of a directory plugin ("stem/x", sorted), all of them or only
+ * the .c ones. Returns the count (-1 on error); *out is caller-freed with
+ * each name. */
+static int list_dir(int dirfd, const char *stem, int only_c, char ***out) {
+  int fd = openat(dirfd, stem, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+  char **names = NULL;
+  int n = 0, cap = 0;
+  struct dirent *e;
+
+  *out = NULL;
+  if (!d) {
+    if (fd >= 0)
+      close(fd);
+    return -1;
+  }
+  while ((e = readdir(d)) != NULL) {
+    size_t len = strlen(e->d_name);
+    if (e->d_name[0] == '.' || e->d_type == DT_DIR ||
+        (only_c && (len < 3 || strcmp(e->d_name + len - 2, ".c") != 0)))
+      continue;
+    if (n == cap) {
+      cap = cap ? cap * 2 : 8;
+      char **nn = realloc(names, (size_t)cap * sizeof(*nn));
+      if (!nn)
+        break;
+      names = nn;
+    }
+    if (asprintf(&names[n], "%s/%s", stem, e->d_name) < 0)
+      break;
+    n++;
+  }
+  closedir(d);
+  if (n > 0)
+    qsort(names, (size_t)n, sizeof(*names), by_name);
+  *out = names;
+  return n;
+}
+
+static void free_list(char **names, int n) {
+  for (int i = 0; i < n; i++)
+    free(names[i]);
+  free(names);
+}
+
+int hs_build_is_dir_plugin(int dirfd, const char *stem) {
+  char **names;
+  int n = list_dir(dirfd, stem, 1, &names);
+  free_list(names, n > 0 ? n : 0);
+  return n > 0;
+}
+
 int hs_build_is_source(const char *file) {
   size_t n = strlen(file);
   return n > 2 && file[0] != '.' && strcmp(file + n - 2, ".c") == 0 &&
@@ -151,23 +208,35 @@ int hs_build_is_source(const char *file) {
 }
 
 int hs_build_key(const hs_build_env *env, const hs_build *b, int dirfd,
-                 const char *dir, const char *stem, uint64_t *key,
-                 hs_error *err) {
-  char src[NAME_MAX + 1], flags[NAME_MAX + 8];
+                 const char *stem, int is_dir, uint64_t *key, hs_error *err) {
+  char src[NAME_MAX + 8], flags[NAME_MAX + 8];
   char *buf;
   size_t len;
   uint64_t k = mix(env->cc_id, hash_str(env->include_dir));
 
   k = mix(k, (uint64_t)env->werror);
-  snprintf(src, sizeof(src), "%s.c", stem);
-  snprintf(flags, sizeof(flags), "%s.flags", stem);
-  int rc = read_all(dirfd, src, &buf, &len);
-  if (rc != 0)
-    return hs_error_set(err, rc, "copy", "cannot read %s: %s", src,
-                        hs_strerror(rc));
-  k = mix(mix(k, hash_str(src)), hs_hash(buf, len));
-  free(buf);
-  k = mix_file(k, dirfd, flags);
+  if (is_dir) {
+    char **names;
+    int n = list_dir(dirfd, stem, 0, &names);
+    if (n <= 0 || !hs_build_is_dir_plugin(dirfd, stem)) {
+      free_list(names, n > 0 ? n : 0);
+      return hs_error_set(err, HS_ENOENT, "copy", "%s/ has no .c file",
+                          stem);
+    }
+    for (int i = 0; i < n; i++)
+      k = mix_file(k, dirfd, names[i]);
+    free_list(names, n);
+  } else {
+    snprintf(src, sizeof(src), "%s.c", stem);
+    snprintf(flags, sizeof(flags), "%s.flags", stem);
+    int rc = read_all(dirfd, src, &buf, &len);
+    if (rc != 0)
+      return hs_error_set(err, rc, "copy", "cannot read %s: %s", src,
+                          hs_strerror(rc));
+    k = mix(mix(k, hash_str(src)), hs_hash(buf, len));
+    free(buf);
+    k = mix_file(k, dirfd, flags);
+  }
   /* Headers the last build read, except the system's (the compiler's
    * identity stands for those). */
   for (size_t i = 0; i < b->ndeps; i++) {
@@ -175,7 +244,6 @@ int hs_build_key(const hs_build_env *env, const hs_build *b, int dirfd,
       continue;
     k = mix_file(k, AT_FDCWD, b->deps[i]);
   }
-  (void)dir;
   *key = k;
   return 0;
 }
@@ -227,15 +295,24 @@ static int add_words(char ***argv, size_t *n, size_t *cap, const char *s) {
 }
 
 char **hs_build_argv(const hs_build_env *env, int dirfd, const char *dir,
-                     const char *stem, const char *out, const char *dep) {
+                     const char *stem, int is_dir, const char *out,
+                     const char *dep) {
   char **argv = NULL, *flags = NULL, inc[PATH_MAX + 4], here[PATH_MAX + 4],
-       src[NAME_MAX + 8];
+       sub[PATH_MAX + NAME_MAX + 8], name[NAME_MAX + 8];
+  char **srcs = NULL;
   size_t n = 0, cap = 0, len;
-  int rc;
+  int nsrc = 1, rc;
 
   snprintf(inc, sizeof(inc), "-I%s", env->include_dir);
   snprintf(here, sizeof(here), "-I%s", dir);
-  snprintf(src, sizeof(src), "%s.c", stem);
+  snprintf(sub, sizeof(sub), "-I%s/%s", dir, stem);
+  if (is_dir) {
+    nsrc = list_dir(dirfd, stem, 1, &srcs);
+    if (nsrc <= 0) {
+      free_list(srcs, 0);
+      return NULL;
+    }
+  }
   rc = add_words(&argv, &n, &cap, env->cc);
   if (!rc)
     rc = add_words(&argv, &n, &cap,
@@ -244,11 +321,17 @@ char **hs_build_argv(const hs_build_env *env, int dirfd, const char *dir,
     rc = add_word(&argv, &n, &cap, "-fdiagnostics-color=always");
   if (!rc && env->werror)
     rc = add_word(&argv, &n, &cap, "-Werror");
-  const char *words[] = {inc, here, "-MF", dep, "-o", out, src};
+  const char *words[] = {inc, here, "-MF", dep, "-o", out};
   for (size_t i = 0; !rc && i < sizeof(words) / sizeof(words[0]); i++)
     rc = add_word(&argv, &n, &cap, words[i]);
-  snprintf(src, sizeof(src), "%s.flags", stem);
-  if (!rc && read_all(dirfd, src, &flags, &len) == 0) {
+  if (!rc && is_dir)
+    rc = add_word(&argv, &n, &cap, sub);
+  snprintf(name, sizeof(name), "%s.c", stem);
+  for (int i = 0; !rc && i < nsrc; i++)
+    rc = add_word(&argv, &n, &cap, is_dir ? srcs[i] : name);
+  free_list(srcs, is_dir ? nsrc : 0);
+  snprintf(name, sizeof(name), is_dir ? "%s/flags" : "%s.flags", stem);
+  if (!rc && read_all(dirfd, name, &flags, &len) == 0) {
     rc = add_words(&argv, &n, &cap, flags); /* last, so -lm works */
     free(flags);
   }

@@ -1,6 +1,7 @@
 /*
  * build.h - plugins from source: a NAME.c in the plugin directory (with an
- * optional NAME.flags of extra compiler and linker words, e.g. -lm) that
+ * optional NAME.flags of extra compiler and linker words, e.g. -lm), or a
+ * directory NAME/ of .c and .h files (with an optional NAME/flags), that
  * the host compiles itself, in the sandbox, into the private cache.
  *
  * A build is keyed by the hash of every input: the compiler's identity,
@@ -8,6 +9,10 @@
  * compiler's own dependency file). Saving without a change, or going back
  * to content built before, costs no compile: the key finds the earlier
  * output. Editing a header rebuilds exactly the plugins that include it.
+ * (With several sources the compiler writes the dependencies of the last
+ * one only, so a directory plugin is keyed by every file in its directory
+ * plus those: a header outside NAME/ that only an earlier source includes
+ * is not seen.)
  */
 #ifndef HS_BUILD_H
 #define HS_BUILD_H
@@ -55,13 +60,12 @@ void hs_build_env_free(hs_build_env *env);
 /* Returns 1 for "NAME.c" (a source plugin), else 0. */
 int hs_build_is_source(const char *file);
 
-/* The key of stem's inputs now (source file "stem.c", "stem.flags" if any,
- * and b's known dependencies) in directory dir. Returns 0 with *key set, or
- * a negative code with err filled (stage "copy": the source is unreadable).
- */
+/* The key of stem's inputs now: "stem.c" and "stem.flags", or for a
+ * directory plugin (is_dir) every file in "stem/"; and b's known
+ * dependencies. Returns 0 with *key set, or a negative code with err
+ * filled (stage "copy": no readable source). */
 int hs_build_key(const hs_build_env *env, const hs_build *b, int dirfd,
-                 const char *dir, const char *stem, uint64_t *key,
-                 hs_error *err);
+                 const char *stem, int is_dir, uint64_t *key, hs_error *err);
 
 /* The output built for key earlier (its name in the cache dir), or NULL. */
 const char *hs_build_lookup(const hs_build *b, uint64_t key);
@@ -69,12 +73,17 @@ const char *hs_build_lookup(const hs_build *b, uint64_t key);
 /*
  * Builds the compiler's argv for stem (owned by the caller: free with
  * hs_build_argv_free): $CC -shared -fPIC -O2 -g -Wall -fvisibility=hidden
- * -I<include> -I<dir> -MMD -MF <dep> -o <out> stem.c [flags from
- * stem.flags]. out and dep are absolute paths in the cache. Returns NULL
- * when out of memory.
+ * -I<include> -I<dir> [-I<dir>/stem] -MMD -MF <dep> -o <out> <sources>
+ * [words of the flags file]. The sources are stem.c, or stem/ *.c in name
+ * order. out and dep are absolute paths in the cache. Returns NULL when out
+ * of memory or when a directory plugin has no .c file.
  */
 char **hs_build_argv(const hs_build_env *env, int dirfd, const char *dir,
-                     const char *stem, const char *out, const char *dep);
+                     const char *stem, int is_dir, const char *out,
+                     const char *dep);
+
+/* Returns 1 if stem (relative to dirfd) is a directory holding a .c file. */
+int hs_build_is_dir_plugin(int dirfd, const char *stem);
 void hs_build_argv_free(char **argv);
 
 /* Reads the dependency file the compiler wrote into b->deps (relative

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -58,8 +59,9 @@ static hs_slot *slot_new(hs_registry *reg, const char *file) {
     return NULL;
   slot->reg = reg;
   slot->file = strdup(file);
-  slot->name = strndup(file, strcspn(file, ".")); /* the stem */
-  slot->source = hs_build_is_source(file);
+  slot->name = strndup(file, strcspn(file, "./")); /* the stem */
+  slot->is_dir = file[strlen(file) - 1] == '/';
+  slot->source = slot->is_dir || hs_build_is_source(file);
   if (!slot->file || !slot->name) {
     free(slot->file);
     free(slot->name);
@@ -375,8 +377,8 @@ static void on_compiled(hs_sandbox *sb, const hs_compile_result *r,
   hs_build_read_deps(&slot->build, dep, reg->dir);
   hs_error err;
   uint64_t key;
-  if (hs_build_key(&reg->build_env, &slot->build, reg->dirfd, reg->dir,
-                   slot->name, &key, &err) == 0)
+  if (hs_build_key(&reg->build_env, &slot->build, reg->dirfd, slot->name,
+                   slot->is_dir, &key, &err) == 0)
     slot->cand_key = key;
   char *out = strdup(slot->cand_out);
   if (!out) {
@@ -409,8 +411,8 @@ static void build_candidate(hs_slot *slot, int force) {
     reject(slot, &err);
     return;
   }
-  if (hs_build_key(&reg->build_env, &slot->build, reg->dirfd, reg->dir,
-                   slot->name, &key, &err) != 0) {
+  if (hs_build_key(&reg->build_env, &slot->build, reg->dirfd, slot->name,
+                   slot->is_dir, &key, &err) != 0) {
     if (err.code != HS_ENOENT)
       reject(slot, &err);
     return;
@@ -444,7 +446,7 @@ static void build_candidate(hs_slot *slot, int force) {
   snprintf(dep, sizeof(dep), "%s/%.*s.d", reg->cache->dir,
            (int)(strlen(slot->cand_out) - 3), slot->cand_out);
   char **argv = hs_build_argv(&reg->build_env, reg->dirfd, reg->dir,
-                              slot->name, out, dep);
+                              slot->name, slot->is_dir, out, dep);
   hs_compile_req req = {slot->file, reg->dir, argv, reg->opts.build_limits};
   if (!argv) {
     hs_error_set(&err, HS_ENOMEM, "compile", "out of memory");
@@ -492,13 +494,14 @@ static void slot_changed(hs_slot *slot) {
 
 /* A source plugin's flags file or a header changed: rebuild exactly the
  * source plugins it concerns. */
-static void inputs_changed(hs_registry *reg, const char *file) {
+static void inputs_changed(hs_registry *reg, const char *file,
+                           const hs_slot *except) {
   char path[PATH_MAX];
   size_t stem = strlen(file) - strlen(".flags");
   snprintf(path, sizeof(path), "%s/%s", reg->dir, file);
   for (size_t i = 0; i < reg->nslots; i++) {
     hs_slot *slot = reg->slots[i];
-    if (!slot->source)
+    if (!slot->source || slot == except)
       continue;
     if (has_ext(file, ".flags") ? strlen(slot->name) == stem &&
                                       !strncmp(slot->name, file, stem)
@@ -507,10 +510,43 @@ static void inputs_changed(hs_registry *reg, const char *file) {
   }
 }
 
+/* A directory plugin NAME/ or something in it changed (file is "NAME" or
+ * "NAME/entry"). */
+static void dir_changed(hs_registry *reg, const char *file) {
+  char stem[NAME_MAX + 1], slash[NAME_MAX + 2];
+  const char *leaf = strchr(file, '/');
+  snprintf(stem, sizeof(stem), "%.*s",
+           (int)(leaf ? (size_t)(leaf - file) : strlen(file)), file);
+  if (leaf && (leaf[1] == '.' || strchr(leaf + 1, '/')))
+    return;
+  hs_slot *slot = hs_registry_find(reg, stem);
+  if (leaf && has_ext(leaf + 1, ".h"))
+    inputs_changed(reg, file, slot); /* others may include it too */
+  if (slot && slot->is_dir) {
+    slot_changed(slot);
+    return;
+  }
+  if (slot || !hs_build_is_dir_plugin(reg->dirfd, stem))
+    return; /* not (yet) a plugin directory, or NAME.c is the plugin */
+  snprintf(slash, sizeof(slash), "%s/", stem);
+  if (!(slot = slot_new(reg, slash))) {
+    hs_log(HS_LOG_ERROR, NULL, "error", "out of memory for %s", slash);
+    return;
+  }
+  slot_changed(slot);
+}
+
 void hs_registry_changed(hs_registry *reg, const char *file) {
   int source = hs_build_is_source(file);
+  struct stat st;
+  if (strchr(file, '/') ||
+      (file[0] != '.' && fstatat(reg->dirfd, file, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+       S_ISDIR(st.st_mode))) {
+    dir_changed(reg, file);
+    return;
+  }
   if (has_ext(file, ".flags") || has_ext(file, ".h")) {
-    inputs_changed(reg, file);
+    inputs_changed(reg, file, NULL);
     return;
   }
   if (!source && !is_plugin_file(file))
@@ -545,12 +581,28 @@ void hs_registry_changed(hs_registry *reg, const char *file) {
 }
 
 void hs_registry_removed(hs_registry *reg, const char *file) {
-  char stem[NAME_MAX + 1], so[NAME_MAX + 4];
-  if (has_ext(file, ".flags") || has_ext(file, ".h")) {
-    inputs_changed(reg, file);
+  char stem[NAME_MAX + 1], so[NAME_MAX + 4], slash[NAME_MAX + 2];
+  const char *leaf = strchr(file, '/');
+  if (leaf && leaf[1]) {
+    /* Inside a directory plugin: rebuild it, or drop it with no .c left. */
+    snprintf(stem, sizeof(stem), "%.*s", (int)(leaf - file), file);
+    hs_slot *slot = hs_registry_find(reg, stem);
+    if (slot && slot->is_dir && !hs_build_is_dir_plugin(reg->dirfd, stem)) {
+      snprintf(slash, sizeof(slash), "%s/", stem);
+      hs_registry_removed(reg, slash);
+    } else if (slot && slot->is_dir) {
+      dir_changed(reg, file);
+    }
     return;
   }
+  if (has_ext(file, ".flags") || has_ext(file, ".h")) {
+    inputs_changed(reg, file, NULL);
+    return;
+  }
+  snprintf(slash, sizeof(slash), "%.*s/", (int)strcspn(file, "/"), file);
   hs_slot *slot = find_file(reg, file);
+  if (!slot)
+    slot = find_file(reg, slash); /* a directory plugin went away */
   if (!slot)
     return;
   if (slot->loaded) {
@@ -583,10 +635,12 @@ void hs_registry_scan(hs_registry *reg) {
   /* Sources first, so that NAME.c takes NAME before NAME.so does. */
   for (int pass = 0; pass < 2; pass++) {
     rewinddir(d);
-    while ((e = readdir(d)) != NULL)
-      if (hs_build_is_source(e->d_name) == (pass == 0) &&
-          (pass == 0 || is_plugin_file(e->d_name)))
+    while ((e = readdir(d)) != NULL) {
+      int src = hs_build_is_source(e->d_name) ||
+                (e->d_type == DT_DIR && e->d_name[0] != '.');
+      if (src == (pass == 0) && (pass == 0 || is_plugin_file(e->d_name)))
         hs_registry_changed(reg, e->d_name);
+    }
   }
   closedir(d);
   /* Plugins whose file vanished while we were not looking. */

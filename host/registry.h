@@ -70,7 +70,8 @@ struct hs_slot {
   void *done_data;
 
   /* plugins from source (NAME.c, see build.h) */
-  int source;              /* 1: the host builds it from NAME.c */
+  int source;              /* 1: the host builds it from NAME.c or NAME/ */
+  int is_dir;              /* built from the directory NAME/ */
   int compiling;           /* sb is a compile, not a validation */
   hs_build build;          /* its outputs and header dependencies */
   uint64_t build_key;      /* inputs of the live version */

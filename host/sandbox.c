@@ -474,7 +474,24 @@ static int submit(hs_sandbox **out, hs_sandbox_pool *pool, hs_sandbox *sb,
   fcntl(pipefd[1], F_SETFL, 0);
   sb->start_ns = hs_now_ns();
   int fds[2] = {statefd, pipefd[1]};
-  if (hs_zygote_send(pool->zfd, msg->data, msg->len, fds) != 0) {
+  int sent = hs_zygote_send(pool->zfd, msg->data, msg->len, fds);
+  if (sent != 0 && (errno == EPIPE || errno == ECONNRESET)) {
+    /* The zygote died and the loop has not heard yet: start another. */
+    hs_log(HS_LOG_WARN, NULL, "warning",
+           "the validator zygote (pid %d) is gone; starting another",
+           (int)pool->zpid);
+    zygote_stop(pool);
+    /* Those whose report ended waited for the dead zygote's word. */
+    for (hs_sandbox *o = pool->active, *next; o; o = next) {
+      next = o->next;
+      if (o != sb && o->eof && !o->final)
+        finish(o);
+    }
+    if ((rc = zygote_start(pool, err)) != 0)
+      goto fail;
+    sent = hs_zygote_send(pool->zfd, msg->data, msg->len, fds);
+  }
+  if (sent != 0) {
     rc = hs_error_set(err, HS_ESANDBOX, "sandbox",
                       "cannot reach the validator zygote for %s: %s",
                       sb->file, strerror(errno));
@@ -545,8 +562,27 @@ int hs_sandbox_compile(hs_sandbox **out, hs_sandbox_pool *pool,
 }
 
 void hs_sandbox_cancel(hs_sandbox *sb) {
+  char chunk[4096];
+  ssize_t n;
   if (!sb)
     return;
+  /* The child's pid may be in the pipe, unread: look for it. If it is not
+   * even written yet, closing our end kills the child at its first write
+   * (SIGPIPE: its report is the first thing it writes). */
+  while (!sb->ccb && sb->pid == 0 && sb->rfd >= 0 &&
+         (n = read(sb->rfd, chunk, sizeof(chunk))) > 0) {
+    hs_buf_append(&sb->report, chunk, (size_t)n);
+    parse(sb);
+  }
+  if (sb->ccb && sb->pid == 0 && sb->rfd >= 0 &&
+      (n = read(sb->rfd, chunk, sizeof(chunk) - 1)) > 0) {
+    unsigned pid;
+    chunk[n] = '\0';
+    if (sscanf(chunk, "pid %u", &pid) == 1)
+      sb->pid = (pid_t)pid;
+  }
+  if (sb->ccb && sb->pid > 0)
+    kill(-sb->pid, SIGKILL); /* the compiler and all it started */
   kill_validator(sb);
   sandbox_free(sb);
 }

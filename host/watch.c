@@ -9,9 +9,11 @@
  */
 #include "watch.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -161,25 +163,94 @@ static void on_timer(hs_timer *t) {
     close(dfd);
 }
 
+/* Starts watching the subdirectory name (idempotent; errors ignored: a
+ * subdirectory that cannot be watched is simply not seen inside). */
+static void sub_add(hs_watch *w, const char *name) {
+  char path[PATH_MAX];
+  for (size_t i = 0; i < w->nsubs; i++)
+    if (strcmp(w->subs[i].name, name) == 0)
+      return;
+  if (w->nsubs == w->capsubs) {
+    size_t cap = w->capsubs ? w->capsubs * 2 : 8;
+    struct hs_watch_sub *s = realloc(w->subs, cap * sizeof(*s));
+    if (!s)
+      return;
+    w->subs = s;
+    w->capsubs = cap;
+  }
+  snprintf(path, sizeof(path), "%s/%s", w->dir, name);
+  int wd = inotify_add_watch(w->ifd, path, WATCH_MASK);
+  char *copy = strdup(name);
+  if (wd < 0 || !copy) {
+    free(copy);
+    return;
+  }
+  w->subs[w->nsubs].wd = wd;
+  w->subs[w->nsubs].name = copy;
+  w->nsubs++;
+}
+
+/* Forgets the subdirectory at index i (its watch is gone or dropped). */
+static void sub_drop(hs_watch *w, size_t i, int rm) {
+  if (rm)
+    inotify_rm_watch(w->ifd, w->subs[i].wd);
+  free(w->subs[i].name);
+  w->subs[i] = w->subs[--w->nsubs];
+}
+
+static struct hs_watch_sub *sub_by_wd(hs_watch *w, int wd, size_t *at) {
+  for (size_t i = 0; i < w->nsubs; i++)
+    if (w->subs[i].wd == wd) {
+      *at = i;
+      return &w->subs[i];
+    }
+  return NULL;
+}
+
 /* Handles one inotify event. Returns 1 when the callback stopped w. */
 static int handle_event(hs_watch *w, const struct inotify_event *ie,
                         uint64_t due_ns) {
+  char name[2 * NAME_MAX + 2];
+  size_t at;
+  struct hs_watch_sub *sub = ie->wd == w->wd ? NULL : sub_by_wd(w, ie->wd, &at);
+
+  if (ie->wd != w->wd && !sub && !(ie->mask & IN_Q_OVERFLOW))
+    return 0; /* a subdirectory dropped a moment ago */
   if (ie->mask & IN_IGNORED) {
-    w->wd = -1; /* the directory is gone; the kernel dropped the watch */
+    if (sub)
+      sub_drop(w, at, 0);
+    else
+      w->wd = -1; /* the directory is gone; the kernel dropped the watch */
     return 0;
   }
+  if (sub && (ie->mask & (IN_DELETE_SELF | IN_MOVE_SELF)))
+    return 0; /* reported through the parent's IN_DELETE / IN_MOVED_FROM */
   if (ie->mask & (IN_Q_OVERFLOW | IN_DELETE_SELF | IN_MOVE_SELF)) {
     w->cb(w, NULL, HS_WATCH_RESCAN);
     return stopped(w);
   }
   if (ie->len == 0 || ie->name[0] == '\0' || ie->name[0] == '.')
     return 0;
-  if (ie->mask & IN_MOVED_TO) {
-    free(pending_take(w, ie->name));
-    w->cb(w, ie->name, HS_WATCH_CHANGED);
+  if (!sub && (ie->mask & IN_ISDIR)) {
+    if (ie->mask & (IN_CREATE | IN_MOVED_TO))
+      sub_add(w, ie->name);
+    else if (ie->mask & IN_MOVED_FROM)
+      for (size_t i = 0; i < w->nsubs; i++)
+        if (strcmp(w->subs[i].name, ie->name) == 0) {
+          sub_drop(w, i, 1);
+          break;
+        }
+  }
+  if (sub)
+    snprintf(name, sizeof(name), "%s/%s", sub->name, ie->name);
+  else
+    snprintf(name, sizeof(name), "%s", ie->name);
+  if ((ie->mask & IN_MOVED_TO) && !(ie->mask & IN_ISDIR)) {
+    free(pending_take(w, name));
+    w->cb(w, name, HS_WATCH_CHANGED);
     return stopped(w);
   }
-  if (pending_touch(w, ie->name, due_ns, ie->mask) < 0) {
+  if (pending_touch(w, name, due_ns, ie->mask) < 0) {
     /* Out of memory: the name cannot wait; have the caller look at all. */
     w->cb(w, NULL, HS_WATCH_RESCAN);
     return stopped(w);
@@ -238,6 +309,14 @@ int hs_watch_start(hs_watch *w, hs_loop *loop, const char *dir,
     rc = -errno;
     goto fail;
   }
+  DIR *d = opendir(dir);
+  if (d) {
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+      if (e->d_name[0] != '.' && e->d_type == DT_DIR)
+        sub_add(w, e->d_name);
+    closedir(d);
+  }
   rc = hs_loop_io_start(loop, &w->io, w->ifd, EPOLLIN, on_inotify, w);
   if (rc < 0)
     goto fail;
@@ -263,6 +342,11 @@ void hs_watch_stop(hs_watch *w) {
   w->wd = -1;
   pending_free_all(w->pending);
   w->pending = NULL;
+  for (size_t i = 0; i < w->nsubs; i++)
+    free(w->subs[i].name);
+  free(w->subs);
+  w->subs = NULL;
+  w->nsubs = w->capsubs = 0;
   free(w->dir);
   w->dir = NULL;
 }

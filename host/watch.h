@@ -10,9 +10,12 @@
  *     each new event for that name. When it expires the name is reported
  *     CHANGED if it exists then and REMOVED if not, so an editor's backup
  *     dance (rename away, write anew) is one CHANGED, not REMOVED + CHANGED.
- * The watcher reports names only; deciding whether the content changed is
- * the caller's (by hash). Hidden names (starting with '.') are ignored.
- * Idle, it arms no timer.
+ * Subdirectories one level down are watched too (plugins built from a
+ * directory of sources): their entries are reported as "sub/name", and the
+ * subdirectory itself as "sub" when it appears or goes. The watcher reports
+ * names only; deciding whether the content changed is the caller's (by
+ * hash). Hidden names (starting with '.') are ignored. Idle, it arms no
+ * timer.
  */
 #ifndef HS_WATCH_H
 #define HS_WATCH_H
@@ -41,6 +44,11 @@ struct hs_watch {
   hs_io io;
   hs_timer timer;             /* armed for the earliest pending name */
   hs_watch_pending *pending;  /* names waiting to settle */
+  struct hs_watch_sub {
+    int wd;                   /* watch descriptor of dir/name */
+    char *name;               /* owned: the subdirectory's name */
+  } *subs;                    /* watched subdirectories */
+  size_t nsubs, capsubs;
   hs_watch_cb cb;
   void *data;                 /* the caller's */
 };

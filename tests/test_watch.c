@@ -257,6 +257,31 @@ static void test_watch_waits_for_writer_to_close(void **state) {
   assert_idle(e);
 }
 
+/* Plugins built from a directory: entries one level down are seen, as
+ * "sub/name", in subdirectories made before or after the start. */
+static void test_watch_sees_into_subdirectories(void **state) {
+  struct env *e = *state;
+  char path[PATH_MAX];
+
+  path_of(e, "old", path, sizeof(path));
+  assert_int_equal(mkdir(path, 0755), 0);
+  start(e, 20);
+  path_of(e, "new", path, sizeof(path));
+  assert_int_equal(mkdir(path, 0755), 0);
+  run_until(e, "new", 1, 2000);
+  write_file(e, "old/a.c", 0, "int a;");
+  write_file(e, "new/b.c", 0, "int b;");
+  run_until(e, "new/b.c", 1, 2000);
+  run_for(e, 100);
+  assert_int_equal(count_for(e, "old/a.c"), 1);
+  assert_int_equal(count_for(e, "new/b.c"), 1);
+  assert_int_equal(first_for(e, "new")->ev, HS_WATCH_CHANGED);
+  path_of(e, "new/b.c", path, sizeof(path));
+  assert_int_equal(unlink(path), 0);
+  run_until(e, "new/b.c", 2, 2000);
+  assert_int_equal(count_for(e, "new/b.c"), 2);
+}
+
 static void test_watch_truncating_write_reported_once(void **state) {
   struct env *e = *state;
   char path[PATH_MAX];
@@ -425,6 +450,7 @@ int main(void) {
       WATCH_TEST(test_watch_rename_drops_pending_name),
       WATCH_TEST(test_watch_write_in_place_reported_once_after_settle),
       WATCH_TEST(test_watch_waits_for_writer_to_close),
+      WATCH_TEST(test_watch_sees_into_subdirectories),
       WATCH_TEST(test_watch_truncating_write_reported_once),
       WATCH_TEST(test_watch_new_file_reported_changed),
       WATCH_TEST(test_watch_delete_reported_removed),
