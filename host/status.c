@@ -9,9 +9,12 @@
 #include "hotswap.h"
 
 /* The word for what a slot is doing now. A slot waiting for a free
- * validator counts as validating. */
+ * validator counts as validating; a source plugin being built, as
+ * compiling. */
 static const char *slot_status(const hs_slot *s) {
-  if (s->sb || s->queued)
+  if (s->compiling)
+    return "compiling";
+  if (s->sb || s->queued || s->opening)
     return "validating";
   if (s->loaded)
     return "live";

@@ -15,7 +15,8 @@ typedef struct hs_status_host {
 
 /*
  * Appends the report to out. For the host: pid, uptime, plugin directory.
- * For each plugin: name, state (live, rejected, validating), version
+ * For each plugin: name, state (live, rejected, validating, compiling,
+ * unloaded), version
  * string, state version and size, generation, file, loaded-at, reload
  * count, last error (code name, stage, message) and the last reload's
  * timings in microseconds. JSON is one object:
