@@ -134,7 +134,10 @@ static void slot_drop(hs_registry *reg, hs_slot *slot) {
   slot_free(reg, slot, end);
 }
 
-/* Starts the next slots that wait for a free validator. */
+static void check_idle(hs_registry *reg);
+
+/* Starts the next slots that wait for a free validator; tells the idle
+ * callback when nothing is left. */
 static void run_queue(hs_registry *reg) {
   for (size_t i = 0; i < reg->nslots && reg->running < reg->max_running;
        i++) {
@@ -144,6 +147,7 @@ static void run_queue(hs_registry *reg) {
       slot_kick(slot);
     }
   }
+  check_idle(reg);
 }
 
 static void reject(hs_slot *slot, const hs_error *err) {
@@ -168,23 +172,36 @@ static void restart(hs_slot *slot) {
   slot_kick(slot);
 }
 
+static void swap_opened(hs_slot *slot, hs_open_job *job);
+
 static void on_opened(hs_open_job *job) {
   hs_slot *slot = job->data;
+  hs_registry *reg = slot->reg;
+  swap_opened(slot, job);
+  check_idle(reg);
+}
+
+/* The accepted copy is open: swap it in (or start over, if newer content
+ * came meanwhile). */
+static void swap_opened(hs_slot *slot, hs_open_job *job) {
   hs_registry *reg = slot->reg;
   hs_error err;
   uint64_t pause = 0;
   int was_reset = 0, first = slot->generation == 0;
 
   slot->opening = NULL;
+  if (slot->again) {
+    /* Newer content arrived meanwhile: this candidate is stale, whether
+     * it opened or not. */
+    if (job->rc == 0)
+      hs_worker_close(&reg->worker, slot->name, &job->img, &slot->candidate);
+    restart(slot);
+    return;
+  }
   if (job->rc != 0) {
     slot->rejected_hash = slot->candidate.hash;
     hs_cache_remove(reg->cache, &slot->candidate);
     reject(slot, &job->err);
-    return;
-  }
-  if (slot->again) {
-    hs_worker_close(&reg->worker, slot->name, &job->img, &slot->candidate);
-    restart(slot);
     return;
   }
   hs_error_clear(&err);
@@ -649,6 +666,7 @@ void hs_registry_scan(hs_registry *reg) {
     if (faccessat(reg->dirfd, slot->file, F_OK, AT_SYMLINK_NOFOLLOW) != 0)
       hs_registry_removed(reg, slot->file);
   }
+  check_idle(reg); /* nothing to do at all is "ready" too */
 }
 
 int hs_registry_reload(hs_registry *reg, const char *name, hs_reload_cb cb,
@@ -666,7 +684,32 @@ int hs_registry_reload(hs_registry *reg, const char *name, hs_reload_cb cb,
 }
 
 int hs_registry_idle(const hs_registry *reg) {
-  return reg->running == 0;
+  if (reg->running || reg->compiling)
+    return 0;
+  for (size_t i = 0; i < reg->nslots; i++)
+    if (reg->slots[i]->sb || reg->slots[i]->opening || reg->slots[i]->queued)
+      return 0;
+  return 1;
+}
+
+void hs_registry_on_idle(hs_registry *reg, hs_idle_cb cb, void *data) {
+  reg->idle_cb = cb;
+  reg->idle_data = data;
+}
+
+void hs_registry_count(const hs_registry *reg, unsigned *live,
+                       unsigned *failed) {
+  *live = *failed = 0;
+  for (size_t i = 0; i < reg->nslots; i++) {
+    *live += reg->slots[i]->loaded != 0;
+    *failed += reg->slots[i]->last_error.code != 0;
+  }
+}
+
+/* Tells the idle callback when the last piece of work is done. */
+static void check_idle(hs_registry *reg) {
+  if (reg->idle_cb && hs_registry_idle(reg))
+    reg->idle_cb(reg, reg->idle_data);
 }
 
 int hs_registry_init(hs_registry *reg, hs_loop *loop, hs_cache *cache,

@@ -92,8 +92,13 @@ typedef struct hs_registry_opts {
   hs_sandbox_limits build_limits; /* for compilers */
 } hs_registry_opts;
 
+/* Called when the pipeline has nothing under way (see hs_registry_idle). */
+typedef void (*hs_idle_cb)(hs_registry *reg, void *data);
+
 struct hs_registry {
   hs_loop *loop;
+  hs_idle_cb idle_cb;          /* see hs_registry_on_idle */
+  void *idle_data;
   hs_cache *cache;
   hs_worker worker;            /* opens and closes images off the loop */
   hs_sandbox_pool *pool;       /* validates candidates */
@@ -140,7 +145,16 @@ hs_slot *hs_registry_find(hs_registry *reg, const char *name);
 int hs_registry_reload(hs_registry *reg, const char *name, hs_reload_cb cb,
                        void *data);
 
-/* Returns 1 if no validation is under way in any slot. */
+/* Returns 1 if nothing is under way: no compile, validation, open or
+ * waiting change in any slot. */
 int hs_registry_idle(const hs_registry *reg);
+
+/* Calls cb each time the pipeline becomes idle after work (and once after
+ * hs_registry_scan finds nothing to do): for "ready" notifications. */
+void hs_registry_on_idle(hs_registry *reg, hs_idle_cb cb, void *data);
+
+/* Counts the plugins that are live and those whose last attempt failed. */
+void hs_registry_count(const hs_registry *reg, unsigned *live,
+                       unsigned *failed);
 
 #endif /* HS_REGISTRY_H */

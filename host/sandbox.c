@@ -51,6 +51,7 @@ struct hs_sandbox {
   int final;              /* "ok" or "fail" was read */
   int ok;
   int timed_out;
+  int zygote_gone;        /* its zygote died: judged from the loop */
   int exited, status;     /* exit status, once the zygote told */
   char stage[16];         /* the stage last announced */
   hs_verdict v;
@@ -277,6 +278,10 @@ static void on_report(hs_io *io, uint32_t events) {
 
 static void on_timeout(hs_timer *t) {
   hs_sandbox *sb = t->data;
+  if (sb->zygote_gone) {
+    finish(sb); /* no exit status will come */
+    return;
+  }
   if (sb->ccb && !sb->timed_out && sb->pid > 0 && !sb->exited) {
     sb->timed_out = 1;
     kill(-sb->pid, SIGKILL); /* the compiler and all it started */
@@ -481,12 +486,14 @@ static int submit(hs_sandbox **out, hs_sandbox_pool *pool, hs_sandbox *sb,
            "the validator zygote (pid %d) is gone; starting another",
            (int)pool->zpid);
     zygote_stop(pool);
-    /* Those whose report ended waited for the dead zygote's word. */
-    for (hs_sandbox *o = pool->active, *next; o; o = next) {
-      next = o->next;
-      if (o != sb && o->eof && !o->final)
-        finish(o);
-    }
+    /* Those whose report ended waited for the dead zygote's word: judge
+     * them from the loop (not here, where their callbacks could start
+     * validations in the middle of this one). */
+    for (hs_sandbox *o = pool->active; o; o = o->next)
+      if (o != sb && o->eof && !o->final) {
+        o->zygote_gone = 1;
+        hs_loop_timer_start(pool->loop, &o->timer, 0, 0);
+      }
     if ((rc = zygote_start(pool, err)) != 0)
       goto fail;
     sent = hs_zygote_send(pool->zfd, msg->data, msg->len, fds);
