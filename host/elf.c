@@ -282,33 +282,38 @@ static void header_counts(const unsigned char *p, size_t size,
     *phnum = sh0.sh_info;
 }
 
-/* 1 if a PT_DYNAMIC segment has DF_1_NODELETE in DT_FLAGS_1. */
+/* 1 if the PT_DYNAMIC segment has DF_1_NODELETE in DT_FLAGS_1. Like
+ * glibc, uses the last PT_DYNAMIC; reading one only keeps the work linear
+ * in the file's size whatever the headers say. */
 static int has_nodelete(const unsigned char *p, size_t size,
                         const Elf64_Ehdr *eh, uint64_t phnum) {
-  const unsigned char *tab;
+  const unsigned char *tab, *dyn;
+  Elf64_Phdr ph, last;
+  int found = 0;
+  uint64_t n;
 
   if (phnum == 0 || eh->e_phentsize < sizeof(Elf64_Phdr) ||
       (tab = table(p, size, eh->e_phoff, phnum, eh->e_phentsize)) == NULL)
     return 0;
   for (uint64_t i = 0; i < phnum; i++) {
-    Elf64_Phdr ph;
-    const unsigned char *dyn;
-    uint64_t n;
-
     memcpy(&ph, tab + i * eh->e_phentsize, sizeof(ph));
-    if (ph.p_type != PT_DYNAMIC)
-      continue;
-    n = ph.p_filesz / sizeof(Elf64_Dyn);
-    if ((dyn = table(p, size, ph.p_offset, n, sizeof(Elf64_Dyn))) == NULL)
-      continue;
-    for (uint64_t j = 0; j < n; j++) {
-      Elf64_Dyn d;
-      memcpy(&d, dyn + j * sizeof(d), sizeof(d));
-      if (d.d_tag == DT_NULL)
-        break;
-      if (d.d_tag == DT_FLAGS_1 && (d.d_un.d_val & DF_1_NODELETE))
-        return 1;
+    if (ph.p_type == PT_DYNAMIC) {
+      last = ph;
+      found = 1;
     }
+  }
+  if (!found)
+    return 0;
+  n = last.p_filesz / sizeof(Elf64_Dyn);
+  if ((dyn = table(p, size, last.p_offset, n, sizeof(Elf64_Dyn))) == NULL)
+    return 0;
+  for (uint64_t j = 0; j < n; j++) {
+    Elf64_Dyn d;
+    memcpy(&d, dyn + j * sizeof(d), sizeof(d));
+    if (d.d_tag == DT_NULL)
+      break;
+    if (d.d_tag == DT_FLAGS_1 && (d.d_un.d_val & DF_1_NODELETE))
+      return 1;
   }
   return 0;
 }
@@ -435,11 +440,15 @@ static void scan_sections(const unsigned char *p, size_t size,
   if (shnum == 0 || eh->e_shentsize < sizeof(Elf64_Shdr) ||
       (shtab = table(p, size, eh->e_shoff, shnum, eh->e_shentsize)) == NULL)
     return;
+  /* The first .dynsym only: there is one, and one scan keeps the work
+   * linear in the file's size. */
   for (uint64_t i = 0; i < shnum; i++) {
     Elf64_Shdr sh;
     memcpy(&sh, shtab + i * eh->e_shentsize, sizeof(sh));
-    if (sh.sh_type == SHT_DYNSYM)
+    if (sh.sh_type == SHT_DYNSYM) {
       scan_dynsym(p, size, shtab, shnum, eh->e_shentsize, &sh, f);
+      return;
+    }
   }
 }
 

@@ -15,9 +15,11 @@
 #include "ctl.h"
 #include "log.h"
 #include "loop.h"
+#include "notify.h"
 #include "options.h"
 #include "registry.h"
 #include "sandbox.h"
+#include "scaffold.h"
 #include "status.h"
 #include "watch.h"
 
@@ -30,7 +32,21 @@ typedef struct host {
   hs_registry reg;
   hs_watch watch;
   hs_ctl ctl;
+  hs_notify notify;    /* systemd, when run as a Type=notify service */
+  int ready_pending;   /* READY=1 goes out at the next idle */
 } host;
+
+/* The pipeline has settled: tell systemd (READY=1 after the first scan or
+ * a rescan, and a one-line STATUS= each time). */
+static void on_idle(hs_registry *reg, void *data) {
+  host *h = data;
+  unsigned live, failed;
+  hs_registry_count(reg, &live, &failed);
+  hs_notify_send(&h->notify, "%sSTATUS=%u plugin%s live, %u rejected",
+                 h->ready_pending ? "READY=1\n" : "", live,
+                 live == 1 ? "" : "s", failed);
+  h->ready_pending = 0;
+}
 
 static void on_watch(hs_watch *w, const char *name, hs_watch_event ev) {
   host *h = w->data;
@@ -46,9 +62,12 @@ static void on_signal(hs_loop *loop, int signum, void *data) {
   host *h = data;
   if (signum == SIGHUP) {
     hs_log(HS_LOG_INFO, NULL, "rescan", "SIGHUP: rescanning %s", h->dir);
+    hs_notify_send(&h->notify, "RELOADING=1");
+    h->ready_pending = 1;
     hs_registry_scan(&h->reg);
     return;
   }
+  hs_notify_send(&h->notify, "STOPPING=1");
   hs_log(HS_LOG_INFO, NULL, "stopping", "%s: unloading every plugin",
          sigabbrev_np(signum) ? sigabbrev_np(signum) : "signal");
   hs_loop_stop(loop);
@@ -115,6 +134,12 @@ static int run_host(host *h) {
 
   signal(SIGPIPE, SIG_IGN);
   hs_log_init(h->opt.log_format, h->opt.log_level, 2);
+  rc = hs_notify_init(&h->notify);
+  if (rc != 0)
+    hs_log(HS_LOG_WARN, NULL, "warning",
+           "NOTIFY_SOCKET is set but unusable (%s); not notifying systemd",
+           hs_strerror(rc));
+  rc = 1;
   if (!realpath(h->opt.plugin_dir, h->dir)) {
     hs_log(HS_LOG_ERROR, NULL, "error", "plugin directory %s: %s",
            h->opt.plugin_dir, strerror(errno));
@@ -140,7 +165,10 @@ static int run_host(host *h) {
       .log_level = h->opt.log_level,
       .color = h->opt.log_format == HS_LOG_TEXT && isatty(2) &&
                !(getenv("NO_COLOR") && *getenv("NO_COLOR")),
-      .build_limits = {60000, 60, (uint64_t)h->opt.sandbox_mem_mb << 20},
+      .plugin_werror = h->opt.plugin_werror,
+      .build_limits = {h->opt.build_timeout_ms,
+                       h->opt.build_timeout_ms / 1000 + 1,
+                       (uint64_t)h->opt.sandbox_mem_mb << 20},
   };
   if (hs_registry_init(&h->reg, &h->loop, &h->cache, h->dir, &ropts, &err)) {
     fail("plugins", &err);
@@ -165,6 +193,8 @@ static int run_host(host *h) {
     rc = 1;
     goto out_watch;
   }
+  h->ready_pending = 1;
+  hs_registry_on_idle(&h->reg, on_idle, h);
   hs_log(HS_LOG_INFO, NULL, "started",
          "hotswap %s (ABI %d), pid %d, watching %s, control %s, cache %s",
          HS_VERSION_STRING, HS_ABI_VERSION, (int)getpid(), h->dir,
@@ -179,6 +209,7 @@ static int run_host(host *h) {
 
 out_watch:
   hs_watch_stop(&h->watch);
+  hs_registry_on_idle(&h->reg, NULL, NULL);
 out_ctl:
   /* The registry first: forced reloads still waiting get their answer. */
   hs_registry_close(&h->reg, HS_UNLOAD_SHUTDOWN);
@@ -193,6 +224,7 @@ out_loop:
 out_control:
   if (rc == 0)
     hs_log(HS_LOG_INFO, NULL, "stopped", "clean exit");
+  hs_notify_close(&h->notify);
   free(h->control);
   return rc;
 }
@@ -224,6 +256,18 @@ static int run_client(const hs_options *o) {
   return ok ? 0 : 1;
 }
 
+/* hotswap new NAME [--dir DIR]: writes the skeleton, says how to build it. */
+static int run_new(const hs_options *o) {
+  hs_error err;
+
+  if (hs_scaffold_write(o->new_dir, o->new_name, &err) != 0) {
+    fprintf(stderr, "hotswap: new: %s\n", err.msg);
+    return 1;
+  }
+  hs_scaffold_print_next(stdout, o->new_dir, o->new_name);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   static host h;
   hs_error err;
@@ -244,6 +288,8 @@ int main(int argc, char **argv) {
   case HS_CMD_STATUS:
   case HS_CMD_RELOAD:
     return run_client(&h.opt);
+  case HS_CMD_NEW:
+    return run_new(&h.opt);
   case HS_CMD_RUN:
     break;
   }

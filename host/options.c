@@ -1,6 +1,7 @@
 /* options.c - parses hotswap's command line with getopt_long. */
 #include "options.h"
 
+#include "scaffold.h"
 #include <errno.h>
 #include <getopt.h>
 #include <stdlib.h>
@@ -10,7 +11,8 @@
 #define FOR_RUN (1u << HS_CMD_RUN)
 #define FOR_STATUS (1u << HS_CMD_STATUS)
 #define FOR_RELOAD (1u << HS_CMD_RELOAD)
-#define FOR_ALL (FOR_RUN | FOR_STATUS | FOR_RELOAD)
+#define FOR_NEW (1u << HS_CMD_NEW)
+#define FOR_ALL (FOR_RUN | FOR_STATUS | FOR_RELOAD | FOR_NEW)
 
 enum {
   OPT_HELP = 'h',
@@ -24,7 +26,10 @@ enum {
   OPT_SANDBOX_TIMEOUT,
   OPT_SANDBOX_CPU,
   OPT_SANDBOX_MEM,
-  OPT_JSON
+  OPT_BUILD_TIMEOUT,
+  OPT_PLUGIN_WERROR,
+  OPT_JSON,
+  OPT_DIR
 };
 
 static const struct option long_options[] = {
@@ -39,11 +44,14 @@ static const struct option long_options[] = {
     {"sandbox-timeout", required_argument, NULL, OPT_SANDBOX_TIMEOUT},
     {"sandbox-cpu", required_argument, NULL, OPT_SANDBOX_CPU},
     {"sandbox-mem", required_argument, NULL, OPT_SANDBOX_MEM},
+    {"build-timeout", required_argument, NULL, OPT_BUILD_TIMEOUT},
+    {"plugin-werror", no_argument, NULL, OPT_PLUGIN_WERROR},
     {"json", no_argument, NULL, OPT_JSON},
+    {"dir", required_argument, NULL, OPT_DIR},
     {NULL, 0, NULL, 0},
 };
 
-static const char *const command_names[] = {"", "status", "reload"};
+static const char *const command_names[] = {"", "status", "reload", "new"};
 
 /* The long option with value val, or NULL. */
 static const struct option *option_by_val(int val) {
@@ -59,10 +67,13 @@ static unsigned option_commands(int val) {
   switch (val) {
   case OPT_HELP:
   case OPT_VERSION:
-  case OPT_CONTROL:
     return FOR_ALL;
+  case OPT_CONTROL:
+    return FOR_RUN | FOR_STATUS | FOR_RELOAD;
   case OPT_JSON:
     return FOR_STATUS;
+  case OPT_DIR:
+    return FOR_NEW;
   default:
     return FOR_RUN;
   }
@@ -137,6 +148,9 @@ static int apply_option(hs_options *o, int val, const char *arg,
     if (val == OPT_JSON)
       return hs_error_set(err, HS_EINVAL, NULL,
                           "option '--json' is only for 'hotswap status'");
+    if (val == OPT_DIR)
+      return hs_error_set(err, HS_EINVAL, NULL,
+                          "option '--dir' is only for 'hotswap new'");
     return hs_error_set(err, HS_EINVAL, NULL,
                         "option '--%s' does not apply to 'hotswap %s'", name,
                         command_names[o->command]);
@@ -146,6 +160,8 @@ static int apply_option(hs_options *o, int val, const char *arg,
     return parse_path(name, arg, &o->control_path, err);
   case OPT_CACHE_DIR:
     return parse_path(name, arg, &o->cache_parent, err);
+  case OPT_DIR:
+    return parse_path(name, arg, &o->new_dir, err);
   case OPT_ALLOW_STATE_RESET:
     o->allow_state_reset = 1;
     return 0;
@@ -173,6 +189,12 @@ static int apply_option(hs_options *o, int val, const char *arg,
   case OPT_SANDBOX_MEM:
     return parse_u32(name, arg, 0, 1048576, "megabytes", &o->sandbox_mem_mb,
                      err);
+  case OPT_BUILD_TIMEOUT:
+    return parse_u32(name, arg, 1, 3600000, "milliseconds",
+                     &o->build_timeout_ms, err);
+  case OPT_PLUGIN_WERROR:
+    o->plugin_werror = 1;
+    return 0;
   default:
     return hs_error_set(err, HS_EINVAL, NULL, "unhandled option '--%s'",
                         name);
@@ -201,6 +223,18 @@ static int apply_operand(hs_options *o, const char *arg, hs_error *err) {
                           arg);
     o->reload_name = arg;
     return 0;
+  case HS_CMD_NEW:
+    if (o->new_name != NULL)
+      break;
+    if (arg[0] == '\0')
+      return hs_error_set(err, HS_EINVAL, NULL, "new needs a plugin NAME");
+    if (hs_scaffold_check_name(arg, err) != 0) {
+      char why[sizeof(err->msg)];
+      snprintf(why, sizeof(why), "%s", err->msg);
+      return hs_error_set(err, HS_EINVAL, NULL, "new: %.500s", why);
+    }
+    o->new_name = arg;
+    return 0;
   default:
     break;
   }
@@ -216,6 +250,8 @@ static void options_defaults(hs_options *o) {
   o->sandbox_timeout_ms = 5000;
   o->sandbox_cpu_s = 10;
   o->sandbox_mem_mb = 4096;
+  o->build_timeout_ms = 60000;
+  o->new_dir = ".";
 }
 
 /* Runs getopt_long over argv (argv[0] being the program or the command)
@@ -281,6 +317,8 @@ int hs_options_parse(hs_options *o, int argc, char **argv, hs_error *err) {
     o->command = HS_CMD_STATUS;
   else if (argc >= 2 && strcmp(argv[1], "reload") == 0)
     o->command = HS_CMD_RELOAD;
+  else if (argc >= 2 && strcmp(argv[1], "new") == 0)
+    o->command = HS_CMD_NEW;
   if (o->command != HS_CMD_RUN) {
     argc--;
     argv++;
@@ -295,6 +333,8 @@ int hs_options_parse(hs_options *o, int argc, char **argv, hs_error *err) {
     return hs_error_set(err, HS_EINVAL, NULL, "missing PLUGIN_DIR");
   if (o->command == HS_CMD_RELOAD && o->reload_name == NULL)
     return hs_error_set(err, HS_EINVAL, NULL, "reload needs a plugin NAME");
+  if (o->command == HS_CMD_NEW && o->new_name == NULL)
+    return hs_error_set(err, HS_EINVAL, NULL, "new needs a plugin NAME");
   return 0;
 }
 
@@ -303,6 +343,7 @@ void hs_options_usage(FILE *f) {
       "Usage: hotswap [OPTIONS] PLUGIN_DIR\n"
       "       hotswap status [--json] [--control PATH]\n"
       "       hotswap reload NAME [--control PATH]\n"
+      "       hotswap new NAME [--dir DIR]\n"
       "       hotswap --version\n"
       "       hotswap --help\n"
       "\n"
@@ -318,6 +359,9 @@ void hs_options_usage(FILE *f) {
       "                        plugins and print it\n"
       "  reload NAME           ask the running host to reload plugin NAME\n"
       "                        (its file name without '.so') now\n"
+      "  new NAME              write NAME.c, a commented plugin skeleton\n"
+      "                        that builds and loads as it is, and print\n"
+      "                        the command that builds it\n"
       "  --version             print the hotswap version and plugin ABI\n"
       "                        version\n"
       "  -h, --help            print this help\n"
@@ -333,7 +377,7 @@ void hs_options_usage(FILE *f) {
       "  --allow-state-reset   when a new version changes its state layout\n"
       "                        and has no migrate function, start it on\n"
       "                        zeroed state instead of rejecting it\n"
-      "                        (default: reject)\n"
+      "                        (default: off)\n"
       "  --log-format FORMAT   text or json, one line per event\n"
       "                        (default: text)\n"
       "  --log-level LEVEL     the least important level logged: debug,\n"
@@ -349,16 +393,28 @@ void hs_options_usage(FILE *f) {
       "                        1 to 86400 (default: 10)\n"
       "  --sandbox-mem MB      address space limit of the sandbox in\n"
       "                        megabytes, 0 for none (default: 4096)\n"
+      "  --build-timeout MS    wall-clock time the compiler gets for a\n"
+      "                        plugin source (NAME.c, NAME/) before it is\n"
+      "                        killed, 1 to 3600000 (default: 60000)\n"
+      "  --plugin-werror       compile plugin sources with -Werror, so\n"
+      "                        that warnings block a new version\n"
+      "                        (default: off)\n"
       "\n"
       "Options of status and reload:\n"
       "  --control PATH        the running host's control socket (default:\n"
       "                        as above)\n"
       "  --json                status only: print the report as one JSON\n"
-      "                        object\n"
+      "                        object (default: off)\n"
+      "\n"
+      "Options of new:\n"
+      "  --dir DIR             the directory NAME.c is written to; an\n"
+      "                        existing NAME.c is never overwritten\n"
+      "                        (default: .)\n"
       "\n"
       "Options may come before or after operands; '--' ends them. The\n"
       "command must be the first argument, so a plugin directory named\n"
-      "\"status\" or \"reload\" is given as ./status or ./reload.\n"
+      "\"status\", \"reload\" or \"new\" is given as ./status, ./reload\n"
+      "or ./new.\n"
       "\n"
       "Environment:\n"
       "  HOTSWAP_CONTROL       the default control socket path\n"

@@ -12,6 +12,7 @@ typedef enum {
   HS_CMD_RUN = 0,   /* hotswap [OPTIONS] PLUGIN_DIR */
   HS_CMD_STATUS,    /* hotswap status [--json] */
   HS_CMD_RELOAD,    /* hotswap reload NAME */
+  HS_CMD_NEW,       /* hotswap new NAME [--dir DIR] */
   HS_CMD_VERSION,   /* hotswap --version */
   HS_CMD_HELP       /* hotswap --help */
 } hs_command;
@@ -20,6 +21,8 @@ typedef struct hs_options {
   hs_command command;
   const char *plugin_dir;      /* RUN: the directory (argv memory) */
   const char *reload_name;     /* RELOAD: the plugin (argv memory) */
+  const char *new_name;        /* NEW: the plugin to write (argv memory) */
+  const char *new_dir;         /* NEW: --dir DIR (".") */
   const char *control_path;    /* --control PATH; NULL: the default */
   const char *cache_parent;    /* --cache-dir DIR; NULL: $TMPDIR or /tmp */
   int json;                    /* status --json */
@@ -30,6 +33,8 @@ typedef struct hs_options {
   uint32_t sandbox_timeout_ms; /* --sandbox-timeout MS (5000) */
   uint32_t sandbox_cpu_s;      /* --sandbox-cpu S (10) */
   uint32_t sandbox_mem_mb;     /* --sandbox-mem MB (4096; 0 = no limit) */
+  uint32_t build_timeout_ms;   /* --build-timeout MS (60000) */
+  int plugin_werror;           /* --plugin-werror */
 } hs_options;
 
 /* Fills o with the defaults, then parses argv. Returns 0, or HS_EINVAL

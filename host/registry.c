@@ -226,6 +226,11 @@ static void swap_opened(hs_slot *slot, hs_open_job *job) {
            "%s has no migrate function: its state was reset to zero "
            "(--allow-state-reset)",
            slot->file);
+  if (slot->copy.pins[0])
+    hs_log(HS_LOG_WARN, slot->name, "warning",
+           "%s cannot be unloaded: %s; each reload keeps the old version in "
+           "memory",
+           slot->file, slot->copy.pins);
   hs_log(HS_LOG_INFO, slot->name, first ? "loaded" : "reloaded",
          "version %s, state v%" PRIu32 " (%" PRIu32 " bytes), generation "
          "%" PRIu32 ", from %s in %.2f ms (validated in %.2f ms, paused the "

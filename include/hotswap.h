@@ -23,6 +23,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* ---- identity ---------------------------------------------------------- */
 
 #define HS_ABI_VERSION 1            /* bumped whenever a member is appended */
@@ -196,5 +200,9 @@ typedef const hs_plugin *hs_entry_fn(const hs_api *api);
 /* The entry symbol's declaration, so that plugins define it with a
  * prototype in scope. The host never defines it. */
 HS_EXPORT hs_entry_fn hotswap_plugin_entry;
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* HOTSWAP_H */

@@ -169,6 +169,11 @@ static void test_host_pinned_old_version_is_reported(void **state) {
                                    HARNESS_RENAME, NULL),
                    0);
   expect_line(h, "counter reloaded: version 1.0-nodelete");
+  /* Known from the ELF before it ever had to be unloaded. */
+  assert_int_equal(harness_count(h, 0, -1,
+                                 "counter.so cannot be unloaded: it is marked "
+                                 "NODELETE"),
+                   1);
   assert_int_equal(harness_install(h, "counter_v1b", "counter.so",
                                    HARNESS_RENAME, NULL),
                    0);

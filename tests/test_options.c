@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "options.h"
+#include "scaffold.h"
 
 /* Parses the NULL-terminated argument list after "hotswap". */
 #define PARSE(o, err, ...)                                                     \
@@ -193,6 +194,86 @@ static void test_options_reload(void **state) {
   assert_string_equal(o.control_path, "/t");
 }
 
+static void test_options_new(void **state) {
+  hs_options o;
+  hs_error e;
+
+  (void)state;
+  assert_int_equal(PARSE(&o, &e, "new", "demo"), 0);
+  assert_int_equal(o.command, HS_CMD_NEW);
+  assert_string_equal(o.new_name, "demo");
+  assert_string_equal(o.new_dir, ".");
+  assert_null(o.plugin_dir);
+  assert_defaults(&o);
+  assert_int_equal(PARSE(&o, &e, "new", "my_plugin2", "--dir", "/tmp/p"), 0);
+  assert_string_equal(o.new_name, "my_plugin2");
+  assert_string_equal(o.new_dir, "/tmp/p");
+  assert_int_equal(PARSE(&o, &e, "new", "--dir=src", "x"), 0);
+  assert_string_equal(o.new_name, "x");
+  assert_string_equal(o.new_dir, "src");
+  /* A directory named "new" is given as ./new. */
+  assert_int_equal(PARSE(&o, &e, "./new"), 0);
+  assert_int_equal(o.command, HS_CMD_RUN);
+  assert_string_equal(o.plugin_dir, "./new");
+  assert_int_equal(PARSE(&o, &e, "new", "--help"), 0);
+  assert_int_equal(o.command, HS_CMD_HELP);
+}
+
+static void test_options_new_errors(void **state) {
+  (void)state;
+  ASSERT_FAILS("new needs a plugin NAME", "new");
+  ASSERT_FAILS("new needs a plugin NAME", "new", "--dir", "d");
+  ASSERT_FAILS("new needs a plugin NAME", "new", "");
+  ASSERT_FAILS("unexpected argument 'b'", "new", "a", "b");
+  ASSERT_FAILS("--dir: the path is empty", "new", "a", "--dir=");
+  ASSERT_FAILS("option '--dir' needs a value", "new", "a", "--dir");
+  ASSERT_FAILS("new: 'My' is not a plugin NAME: use lower-case letters, "
+               "digits and '_', starting with a letter (e.g. 'my_plugin')",
+               "new", "My");
+  ASSERT_FAILS("new: '2x' is not a plugin NAME: use lower-case letters, "
+               "digits and '_', starting with a letter (e.g. 'my_plugin')",
+               "new", "2x");
+  ASSERT_FAILS("new: '_x' is not a plugin NAME: use lower-case letters, "
+               "digits and '_', starting with a letter (e.g. 'my_plugin')",
+               "new", "_x");
+  ASSERT_FAILS("new: 'a-b' is not a plugin NAME: use lower-case letters, "
+               "digits and '_', starting with a letter (e.g. 'my_plugin')",
+               "new", "a-b");
+  ASSERT_FAILS("new: 'dir/x' is not a plugin NAME: use lower-case letters, "
+               "digits and '_', starting with a letter (e.g. 'my_plugin')",
+               "new", "dir/x");
+  ASSERT_FAILS("new: 'hs_x' is not a plugin NAME: names 'hs' and 'hs_...' "
+               "belong to hotswap.h",
+               "new", "hs_x");
+  ASSERT_FAILS("new: 'aaaaaaaaaaaaaaaaaaaa...' is too long for a plugin NAME "
+               "(at most 64 characters)",
+               "new",
+               "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+               "aaa");
+  ASSERT_FAILS("option '--dir' is only for 'hotswap new'", "--dir", "d",
+               "plugins");
+  ASSERT_FAILS("option '--dir' is only for 'hotswap new'", "status", "--dir",
+               "d");
+  ASSERT_FAILS("option '--control' does not apply to 'hotswap new'", "new",
+               "x", "--control", "/s");
+  ASSERT_FAILS("option '--settle' does not apply to 'hotswap new'", "new",
+               "x", "--settle", "5");
+  ASSERT_FAILS("option '--json' is only for 'hotswap status'", "new", "x",
+               "--json");
+}
+
+static void test_options_new_name_length(void **state) {
+  hs_options o;
+  hs_error e;
+  char name[HS_SCAFFOLD_NAME_MAX + 1];
+
+  (void)state;
+  memset(name, 'a', HS_SCAFFOLD_NAME_MAX);
+  name[HS_SCAFFOLD_NAME_MAX] = '\0';
+  assert_int_equal(PARSE(&o, &e, "new", name), 0);
+  assert_string_equal(o.new_name, name);
+}
+
 static void test_options_version_and_help(void **state) {
   hs_options o;
   hs_error e;
@@ -348,7 +429,8 @@ static void test_options_usage_lists_everything(void **state) {
       "--settle MS", "--sandbox-timeout MS", "--sandbox-cpu S",
       "--sandbox-mem MB", "--json", "(default: 50)", "(default: 5000)",
       "(default: 10)", "(default: 4096)", "(default: text)",
-      "(default: info)", "./status", "NO_COLOR",
+      "(default: info)", "./status", "NO_COLOR", "hotswap new NAME",
+      "--dir DIR", "(default: .)",
   };
   char *text = NULL;
   size_t size = 0, i;
@@ -384,6 +466,9 @@ int main(void) {
       cmocka_unit_test(test_options_run_dir_named_like_command),
       cmocka_unit_test(test_options_status),
       cmocka_unit_test(test_options_reload),
+      cmocka_unit_test(test_options_new),
+      cmocka_unit_test(test_options_new_errors),
+      cmocka_unit_test(test_options_new_name_length),
       cmocka_unit_test(test_options_version_and_help),
       cmocka_unit_test(test_options_missing_operands),
       cmocka_unit_test(test_options_missing_plugin_dir_alone),

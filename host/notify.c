@@ -1,0 +1,112 @@
+/* notify.c - sd_notify(3)'s datagram protocol; see notify.h. */
+#include "notify.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Fills n->addr from $NOTIFY_SOCKET's value. Returns 0 or HS_EINVAL. */
+static int parse_address(hs_notify *n, const char *v) {
+  size_t len = strlen(v);
+
+  memset(&n->addr, 0, sizeof(n->addr));
+  n->addr.sun_family = AF_UNIX;
+  if (v[0] == '@') {
+    /* Abstract: a leading NUL, then the name, no terminator. */
+    if (len < 2 || len > sizeof(n->addr.sun_path))
+      return HS_EINVAL;
+    memcpy(n->addr.sun_path + 1, v + 1, len - 1);
+    n->addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len);
+    return 0;
+  }
+  if (v[0] != '/' || len >= sizeof(n->addr.sun_path))
+    return HS_EINVAL;
+  memcpy(n->addr.sun_path, v, len + 1);
+  n->addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len + 1);
+  return 0;
+}
+
+int hs_notify_init(hs_notify *n) {
+  const char *v = getenv("NOTIFY_SOCKET");
+  int rc;
+
+  memset(n, 0, sizeof(*n));
+  n->fd = -1;
+  if (v == NULL || v[0] == '\0')
+    return 0;
+  if ((rc = parse_address(n, v)) != 0)
+    return rc;
+  n->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (n->fd < 0)
+    return -errno;
+  return 0;
+}
+
+int hs_notify_active(const hs_notify *n) { return n->fd >= 0; }
+
+int hs_notify_send_fds(hs_notify *n, const char *msg, const int *fds,
+                       size_t nfds) {
+  union {
+    char raw[CMSG_SPACE(HS_NOTIFY_FDS_MAX * sizeof(int))];
+    struct cmsghdr align;
+  } ctl;
+  struct iovec iov;
+  struct msghdr mh;
+  ssize_t sent;
+
+  if (n->fd < 0)
+    return 0;
+  if (nfds > HS_NOTIFY_FDS_MAX)
+    return HS_EINVAL;
+  for (size_t i = 0; i < nfds; i++)
+    if (fds[i] < 0)
+      return HS_EINVAL;
+  memset(&mh, 0, sizeof(mh));
+  iov.iov_base = (void *)msg; /* sendmsg does not write through it */
+  iov.iov_len = strlen(msg);
+  mh.msg_name = &n->addr;
+  mh.msg_namelen = n->addrlen;
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  if (nfds > 0) {
+    struct cmsghdr *c;
+    memset(&ctl, 0, sizeof(ctl));
+    mh.msg_control = ctl.raw;
+    mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+    c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+    memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
+  }
+  do
+    sent = sendmsg(n->fd, &mh, MSG_NOSIGNAL);
+  while (sent < 0 && errno == EINTR);
+  return sent < 0 ? -errno : 0;
+}
+
+int hs_notify_send(hs_notify *n, const char *fmt, ...) {
+  va_list ap;
+  char *msg;
+  int rc;
+
+  if (n->fd < 0)
+    return 0;
+  va_start(ap, fmt);
+  rc = vasprintf(&msg, fmt, ap);
+  va_end(ap);
+  if (rc < 0)
+    return HS_ENOMEM;
+  rc = hs_notify_send_fds(n, msg, NULL, 0);
+  free(msg);
+  return rc;
+}
+
+void hs_notify_close(hs_notify *n) {
+  if (n->fd >= 0)
+    close(n->fd);
+  n->fd = -1;
+}
