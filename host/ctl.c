@@ -377,6 +377,52 @@ fail_close:
   return rc;
 }
 
+int hs_ctl_adopt(hs_ctl *ctl, hs_loop *loop, int fd, const char *path,
+                 hs_ctl_handler handler, void *data, hs_error *err) {
+  struct sockaddr_un addr;
+  socklen_t alen = sizeof addr;
+  int domain = 0, type = 0, listening = 0, rc;
+  socklen_t ilen = sizeof(int);
+
+  memset(ctl, 0, sizeof *ctl);
+  ctl->fd = -1;
+  ctl->loop = loop;
+  ctl->handler = handler;
+  ctl->data = data;
+  memset(&addr, 0, sizeof addr);
+  if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &ilen) != 0 ||
+      getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &ilen) != 0 ||
+      getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ilen) != 0 ||
+      getsockname(fd, (struct sockaddr *)&addr, &alen) != 0 ||
+      domain != AF_UNIX || type != SOCK_STREAM || !listening)
+    return hs_error_set(err, HS_EINVAL, "control",
+                        "fd %d handed over as the control socket is not a "
+                        "listening unix stream socket",
+                        fd);
+  if (strncmp(addr.sun_path, path, sizeof addr.sun_path) != 0)
+    return hs_error_set(err, HS_EINVAL, "control",
+                        "the control socket handed over is bound to %s, not "
+                        "to %s",
+                        addr.sun_path, path);
+  if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0 ||
+      fcntl(fd, F_SETFD, FD_CLOEXEC) != 0)
+    return hs_error_set(err, -errno, "control", "fcntl on %s: %s", path,
+                        strerror(errno));
+  ctl->path = strdup(path);
+  if (!ctl->path)
+    return hs_error_set(err, HS_ENOMEM, "control", "out of memory");
+  ctl->fd = fd;
+  rc = hs_loop_io_start(loop, &ctl->io, fd, EPOLLIN, ctl_on_listen, ctl);
+  if (rc != 0) {
+    free(ctl->path);
+    ctl->path = NULL;
+    ctl->fd = -1;
+    return hs_error_set(err, rc, "control", "cannot watch %s: %s", path,
+                        hs_strerror(rc));
+  }
+  return 0;
+}
+
 /*
  * Closes every connection, the listening socket, and unlinks the path.
  * Every hs_ctl_conn of ctl is invalid afterwards, also those whose handler

@@ -43,6 +43,15 @@ struct hs_ctl {
 int hs_ctl_start(hs_ctl *ctl, hs_loop *loop, const char *path,
                  hs_ctl_handler handler, void *data, hs_error *err);
 
+/*
+ * Like hs_ctl_start, on a listening socket handed over by systemd (its fd
+ * store, after a restart): fd must be a listening unix stream socket bound
+ * to path. Connections that queued while no host ran are served. Returns 0,
+ * or HS_EINVAL naming what is wrong with fd (which stays the caller's).
+ */
+int hs_ctl_adopt(hs_ctl *ctl, hs_loop *loop, int fd, const char *path,
+                 hs_ctl_handler handler, void *data, hs_error *err);
+
 /* Closes every connection (pending replies are dropped), the socket, and
  * unlinks path. */
 void hs_ctl_stop(hs_ctl *ctl);

@@ -123,6 +123,29 @@ static void on_control(hs_ctl *ctl, hs_ctl_conn *conn, const char *cmd,
   }
 }
 
+/* Listens on the control socket: the one systemd kept in its fd store for
+ * us (a restart after a crash: connections made meanwhile were queued, not
+ * refused), else a new one, which goes into the fd store. */
+static int start_control(host *h, hs_error *err) {
+  int fd = hs_notify_listen_fd("control");
+  if (fd >= 0) {
+    if (hs_ctl_adopt(&h->ctl, &h->loop, fd, h->control, on_control, h,
+                     err) == 0) {
+      hs_log(HS_LOG_INFO, NULL, "control",
+             "took the control socket %s back from systemd's fd store",
+             h->control);
+      return 0;
+    }
+    hs_log(HS_LOG_WARN, NULL, "warning", "%s; making a new one", err->msg);
+    close(fd);
+  }
+  int rc = hs_ctl_start(&h->ctl, &h->loop, h->control, on_control, h, err);
+  if (rc == 0)
+    hs_notify_send_fds(&h->notify, "FDSTORE=1\nFDNAME=control", &h->ctl.fd,
+                       1);
+  return rc;
+}
+
 static int fail(const char *what, const hs_error *e) {
   hs_log(HS_LOG_ERROR, NULL, "error", "%s: %s", what, e->msg);
   return 1;
@@ -174,7 +197,7 @@ static int run_host(host *h) {
     fail("plugins", &err);
     goto out_cache;
   }
-  if (hs_ctl_start(&h->ctl, &h->loop, h->control, on_control, h, &err)) {
+  if (start_control(h, &err) != 0) {
     fail("control", &err);
     goto out_registry;
   }
@@ -213,6 +236,8 @@ out_watch:
 out_ctl:
   /* The registry first: forced reloads still waiting get their answer. */
   hs_registry_close(&h->reg, HS_UNLOAD_SHUTDOWN);
+  /* A clean stop unlinks the socket: systemd must not hand it back. */
+  hs_notify_send(&h->notify, "FDSTOREREMOVE=1\nFDNAME=control");
   hs_ctl_stop(&h->ctl);
   goto out_cache;
 out_registry:

@@ -2,6 +2,7 @@
 #include "notify.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,4 +110,29 @@ void hs_notify_close(hs_notify *n) {
   if (n->fd >= 0)
     close(n->fd);
   n->fd = -1;
+}
+
+int hs_notify_listen_fd(const char *name) {
+  const char *pid = getenv("LISTEN_PID"), *nfds = getenv("LISTEN_FDS");
+  const char *names = getenv("LISTEN_FDNAMES");
+  int found = -1;
+
+  if (pid && nfds && strtol(pid, NULL, 10) == (long)getpid()) {
+    long n = strtol(nfds, NULL, 10);
+    const char *p = names ? names : "";
+    for (long i = 0; i < n && i < 1024; i++) {
+      int fd = 3 + (int)i;
+      size_t len = strcspn(p, ":");
+      fcntl(fd, F_SETFD, FD_CLOEXEC);
+      if (found < 0 && len == strlen(name) && strncmp(p, name, len) == 0)
+        found = fd;
+      p += len;
+      if (*p == ':')
+        p++;
+    }
+  }
+  unsetenv("LISTEN_PID");
+  unsetenv("LISTEN_FDS");
+  unsetenv("LISTEN_FDNAMES");
+  return found;
 }

@@ -70,6 +70,16 @@ int hs_notify_send(hs_notify *n, const char *fmt, ...) HS_PRINTF_(2, 3);
 int hs_notify_send_fds(hs_notify *n, const char *msg, const int *fds,
                        size_t nfds);
 
+/*
+ * The fd systemd handed this process under name (sd_listen_fds(3):
+ * $LISTEN_PID is our pid, $LISTEN_FDS fds from 3 on, $LISTEN_FDNAMES their
+ * names separated by ':'), e.g. "control" from the fd store after a
+ * restart; -1 when there is none. Every fd handed over is made
+ * close-on-exec, and the three variables are removed from the environment
+ * so that children do not take them for theirs. Call once, at start.
+ */
+int hs_notify_listen_fd(const char *name);
+
 /* Closes the socket; n becomes inactive. Harmless when inactive. */
 void hs_notify_close(hs_notify *n);
 
