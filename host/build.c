@@ -99,7 +99,17 @@ int hs_build_env_init(hs_build_env *env, int color, int werror,
   env->cc = strdup(cc && *cc ? cc : "cc");
   inc[0] = '\0';
   if (getenv("HOTSWAP_INCLUDE") && *getenv("HOTSWAP_INCLUDE")) {
+    char probe[PATH_MAX + 64];
     snprintf(inc, sizeof(inc), "%s", getenv("HOTSWAP_INCLUDE"));
+    snprintf(probe, sizeof(probe), "%s/hotswap.h", inc);
+    if (access(probe, R_OK) != 0) {
+      int rc = hs_error_set(err, HS_ENOENT, "compile",
+                            "cannot find hotswap.h for compiling plugins "
+                            "(looked in %s; set HOTSWAP_INCLUDE)",
+                            inc);
+      hs_build_env_free(env);
+      return rc;
+    }
   } else {
     ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
     if (n > 0) {

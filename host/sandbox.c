@@ -162,8 +162,9 @@ static void finish_compile(hs_sandbox *sb) {
   } else if (WEXITSTATUS(sb->status) == 127 &&
              strncmp(out, "hotswap: cannot run", 19) == 0) {
     const char *nl = strchr(out, '\n');
+    /* "hotswap: cannot run ...": without the prefix and the newline */
     hs_error_set(&r.err, HS_ENOENT, "compile", "%.*s",
-                 (int)(nl ? nl - out : (long)strlen(out)), out + 9);
+                 (int)((nl ? nl - out : (long)strlen(out)) - 9), out + 9);
   } else if (WEXITSTATUS(sb->status) != 0) {
     hs_error_set(&r.err, HS_ECOMPILE, "compile",
                  "%s does not compile (the compiler exited with status %d)%s",

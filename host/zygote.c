@@ -120,13 +120,29 @@ static void warm_up(void) {
   tzset(); /* the log's local time, read once here */
 }
 
-/* Becomes the compiler: argv is {name, HS_COMPILE_ARG, cwd, cpu_s,
- * mem_bytes, cc, args...}; its output goes to the report (fd 4). */
+/* Kills the compile's whole process group: the supervisor's parent (the
+ * zygote, which dies with the host) went away. */
+static void on_parent_death(int sig) {
+  (void)sig;
+  kill(0, SIGKILL);
+}
+
+/* Runs the compiler: argv is {name, HS_COMPILE_ARG, cwd, cpu_s, mem_bytes,
+ * cc, args...}; its output goes to the report (fd 4). This process stays
+ * behind as the supervisor of its process group: if the host (so the
+ * zygote) dies, it kills the compiler and everything the compiler started
+ * (cc1, as, ld), which a parent-death signal on the compiler alone would
+ * leave running. Exits as the compiler did. */
 static void compile_exec(char **argv) {
   rlim_t cpu = (rlim_t)strtoull(argv[3], NULL, 10);
   rlim_t mem = (rlim_t)strtoull(argv[4], NULL, 10);
   struct rlimit core = {0, 0}, c = {cpu, cpu + 1}, m = {mem, mem};
+  pid_t zygote = getppid();
 
+  signal(SIGTERM, on_parent_death);
+  prctl(PR_SET_PDEATHSIG, SIGTERM);
+  if (getppid() != zygote)
+    _exit(3);
   setrlimit(RLIMIT_CORE, &core);
   if (cpu > 0)
     setrlimit(RLIMIT_CPU, &c);
@@ -136,10 +152,28 @@ static void compile_exec(char **argv) {
     _exit(126);
   close(3);
   close(4);
-  execvp(argv[5], argv + 5);
-  fprintf(stderr, "hotswap: cannot run the compiler '%s': %s (set $CC)\n",
-          argv[5], strerror(errno));
-  _exit(127);
+  pid_t pid = fork();
+  if (pid < 0)
+    _exit(126);
+  if (pid == 0) {
+    signal(SIGTERM, SIG_DFL);
+    execvp(argv[5], argv + 5);
+    fprintf(stderr, "hotswap: cannot run the compiler '%s': %s (set $CC)\n",
+            argv[5], strerror(errno));
+    _exit(127);
+  }
+  /* The report pipe stays open only in the compiler. */
+  close(1);
+  close(2);
+  int st;
+  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFSIGNALED(st)) {
+    signal(WTERMSIG(st), SIG_DFL);
+    prctl(PR_SET_PDEATHSIG, 0);
+    raise(WTERMSIG(st));
+  }
+  _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 126);
 }
 
 /* The spare's life: wait for one request, become its validator. */
