@@ -15,6 +15,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
 extern char **environ;
 
 #define POLL_MS 2           /* how often waits look again */
@@ -1033,4 +1039,26 @@ int harness_wait_cache_files(const harness *h, int n) {
 
 int harness_cache_dirs(const harness *h) {
   return count_entries(h->cache, "hotswap-");
+}
+
+/* ---- assertions (cmocka) ---------------------------------------------- */
+
+long harness_expect_line(harness *h, const char *needle) {
+  long at = harness_wait(h, needle, NULL, 0);
+  assert_true(at >= 0);
+  return at;
+}
+
+void harness_expect_status(harness *h, const char *plugin, const char *key,
+                           const char *want) {
+  char got[1024];
+  assert_int_equal(harness_status_get(h, plugin, key, got, sizeof(got)), 0);
+  assert_string_equal(got, want);
+}
+
+void harness_expect_status_num(harness *h, const char *plugin,
+                               const char *key, long want) {
+  long got = -1;
+  assert_int_equal(harness_status_long(h, plugin, key, &got), 0);
+  assert_int_equal(got, want);
 }

@@ -136,6 +136,19 @@ int harness_signal(harness *h, int sig);
  * ran or it did not die of the SIGKILL. */
 int harness_kill(harness *h);
 
+/* ---- assertions (cmocka) ---------------------------------------------- */
+
+/* Waits for a log line containing needle from the offset on (see
+ * harness_wait); fails the test if none comes. Returns its offset. */
+long harness_expect_line(harness *h, const char *needle);
+
+/* Fails the test unless status --json shows key of plugin as want (a
+ * string) or as the number want. */
+void harness_expect_status(harness *h, const char *plugin, const char *key,
+                           const char *want);
+void harness_expect_status_num(harness *h, const char *plugin,
+                               const char *key, long want);
+
 /* ---- the log ----------------------------------------------------------- */
 
 /*

@@ -16,12 +16,6 @@
 #include "harness.h"
 #include "hotswap.h"
 
-static long expect_line(harness *h, const char *needle) {
-  long at = harness_wait(h, needle, NULL, 0);
-  assert_true(at >= 0);
-  return at;
-}
-
 static void test_host_cli_version(void **state) {
   harness *h = *state;
   const char *const argv[] = {"--version", NULL};
@@ -118,7 +112,7 @@ static void test_host_cli_second_host_on_same_control_fails(void **state) {
                                    HARNESS_WRITE_NEW, NULL),
                    0);
   assert_int_equal(harness_start(h, NULL), 0);
-  expect_line(h, "counter loaded: version 1.0");
+  harness_expect_line(h, "counter loaded: version 1.0");
 
   assert_int_equal(harness_run(h, argv, out, sizeof(out), err, sizeof(err)),
                    1);
@@ -137,9 +131,9 @@ static void test_host_cli_second_host_on_same_control_fails(void **state) {
   assert_int_equal(harness_install(h, "counter_v1b", "counter.so",
                                    HARNESS_RENAME, NULL),
                    0);
-  expect_line(h, "counter reloaded: version 1.1");
+  harness_expect_line(h, "counter reloaded: version 1.1");
   assert_int_equal(harness_stop(h), 0);
-  expect_line(h, "hotswap stopped: clean exit");
+  harness_expect_line(h, "hotswap stopped: clean exit");
 }
 
 static void test_host_cli_stale_control_socket_is_replaced(void **state) {
@@ -151,7 +145,7 @@ static void test_host_cli_stale_control_socket_is_replaced(void **state) {
                                    HARNESS_WRITE_NEW, NULL),
                    0);
   assert_int_equal(harness_start(h, NULL), 0);
-  expect_line(h, "counter loaded: version 1.0");
+  harness_expect_line(h, "counter loaded: version 1.0");
   pid_t first = h->pid;
   /* A crash leaves the socket behind; nobody answers on it. */
   assert_int_equal(harness_kill(h), 0);
@@ -159,12 +153,12 @@ static void test_host_cli_stale_control_socket_is_replaced(void **state) {
   assert_true(S_ISSOCK(st.st_mode));
 
   assert_int_equal(harness_start(h, NULL), 0);
-  expect_line(h, "counter loaded: version 1.0");
+  harness_expect_line(h, "counter loaded: version 1.0");
   assert_true(h->pid != first);
   assert_int_equal(harness_status_long(h, NULL, "pid", &pid), 0);
   assert_int_equal(pid, h->pid);
   assert_int_equal(harness_stop(h), 0);
-  expect_line(h, "hotswap stopped: clean exit");
+  harness_expect_line(h, "hotswap stopped: clean exit");
   /* Only the killed host's cache is left. */
   assert_int_equal(harness_cache_dirs(h), 1);
 }

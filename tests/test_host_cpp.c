@@ -29,22 +29,9 @@
 
 /* ---- helpers ----------------------------------------------------------- */
 
-static long expect_line(harness *h, const char *needle) {
-  long at = harness_wait(h, needle, NULL, 0);
-  assert_true(at >= 0);
-  return at;
-}
-
-static void expect_status(harness *h, const char *plugin, const char *key,
-                          const char *want) {
-  char got[512];
-  assert_int_equal(harness_status_get(h, plugin, key, got, sizeof(got)), 0);
-  assert_string_equal(got, want);
-}
-
 static void stop_clean(harness *h) {
   assert_int_equal(harness_stop(h), 0);
-  expect_line(h, "hotswap stopped: clean exit");
+  harness_expect_line(h, "hotswap stopped: clean exit");
 }
 
 /* 1 when the build made the C++ fixtures; otherwise says why the test is
@@ -116,7 +103,7 @@ static void start_with(harness *h, const char *fixture, const char *name,
   assert_int_equal(harness_install(h, fixture, file, HARNESS_WRITE_NEW, NULL),
                    0);
   assert_int_equal(harness_start(h, NULL), 0);
-  expect_line(h, loaded);
+  harness_expect_line(h, loaded);
 }
 
 /* ---- tests ------------------------------------------------------------- */
@@ -131,9 +118,9 @@ static void test_host_cpp_reload_keeps_state(void **state) {
     skip();
   start_with(h, "cpp_counter_v1", "cpp_counter",
              "cpp_counter log: version 1.0 (start): counting from 0 by 1");
-  expect_line(h, "cpp_counter loaded: version 1.0, state v1 (16 bytes), "
+  harness_expect_line(h, "cpp_counter loaded: version 1.0, state v1 (16 bytes), "
                  "generation 1, from cpp_counter.so in ");
-  expect_line(h, "cpp_counter log: count 3");
+  harness_expect_line(h, "cpp_counter log: count 3");
   only_copy(h, old_copy, sizeof(old_copy));
   assert_true(mapped(h->pid, old_copy, ""));
 
@@ -141,7 +128,7 @@ static void test_host_cpp_reload_keeps_state(void **state) {
   assert_int_equal(harness_install(h, "cpp_counter_v1b", "cpp_counter.so",
                                    HARNESS_RENAME, NULL),
                    0);
-  expect_line(h, "cpp_counter log: version 1.0 unloading (reload) at count ");
+  harness_expect_line(h, "cpp_counter log: version 1.0 unloading (reload) at count ");
   assert_true(harness_wait(h, "cpp_counter log: version 1.1 (reload): "
                               "resuming at count ",
                            line, sizeof(line)) >= 0);
@@ -152,12 +139,12 @@ static void test_host_cpp_reload_keeps_state(void **state) {
                    2);
   assert_true(resumed >= 3); /* the count went on, not from zero */
   assert_int_equal(load, 2);
-  expect_line(h, "cpp_counter reloaded: version 1.1, state v1 (16 bytes), "
+  harness_expect_line(h, "cpp_counter reloaded: version 1.1, state v1 (16 bytes), "
                  "generation 2, from cpp_counter.so in ");
   snprintf(want, sizeof(want), "cpp_counter log: count %llu", resumed + 1);
-  expect_line(h, want);
-  expect_status(h, "cpp_counter", "version", "1.1");
-  expect_status(h, "cpp_counter", "status", "live");
+  harness_expect_line(h, want);
+  harness_expect_status(h, "cpp_counter", "version", "1.1");
+  harness_expect_status(h, "cpp_counter", "status", "live");
 
   /* The old image is gone from the process: C++ need not pin. */
   assert_int_equal(harness_wait_cache_files(h, 1), 0);
@@ -187,20 +174,20 @@ static void expect_pinned_warning(harness *h, const char *fixture,
   snprintf(want, sizeof(want),
            "pinned loaded: version %s, state v1 (8 bytes), generation 1",
            version);
-  expect_line(h, want);
+  harness_expect_line(h, want);
   only_copy(h, old_copy, sizeof(old_copy));
 
   assert_int_equal(harness_run(h, reload, out, sizeof(out), err, sizeof(err)),
                    0);
   snprintf(want, sizeof(want), "pinned log: load reload version %s loads=2",
            version);
-  expect_line(h, want);
+  harness_expect_line(h, want);
   snprintf(want, sizeof(want), "pinned warning: %s" STAYS_MAPPED, old_copy);
-  expect_line(h, want);
+  harness_expect_line(h, want);
   /* The copy is deleted from the cache, its image still in memory. */
   assert_int_equal(harness_wait_cache_files(h, 1), 0);
   assert_true(mapped(h->pid, old_copy, " (deleted)"));
-  expect_status(h, "pinned", "status", "live");
+  harness_expect_status(h, "pinned", "status", "live");
   stop_clean(h);
 }
 

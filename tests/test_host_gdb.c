@@ -32,15 +32,9 @@
 
 /* ---- helpers ----------------------------------------------------------- */
 
-static long expect_line(harness *h, const char *needle) {
-  long at = harness_wait(h, needle, NULL, 0);
-  assert_true(at >= 0);
-  return at;
-}
-
 static void stop_clean(harness *h) {
   assert_int_equal(harness_stop(h), 0);
-  expect_line(h, "hotswap stopped: clean exit");
+  harness_expect_line(h, "hotswap stopped: clean exit");
 }
 
 /* Finds prog in $PATH. Returns 0 with out filled, or -1. */
@@ -213,13 +207,13 @@ static void test_host_gdb_sees_new_version(void **state) {
                                    HARNESS_WRITE_NEW, NULL),
                    0);
   assert_int_equal(harness_start(h, NULL), 0);
-  expect_line(h, "counter loaded: version 1.0, state v1 (16 bytes), "
+  harness_expect_line(h, "counter loaded: version 1.0, state v1 (16 bytes), "
                  "generation 1");
   only_copy(h, old_copy, sizeof(old_copy));
   assert_int_equal(harness_install(h, "counter_v1b", "counter.so",
                                    HARNESS_RENAME, NULL),
                    0);
-  expect_line(h, "counter reloaded: version 1.1, state v1 (16 bytes), "
+  harness_expect_line(h, "counter reloaded: version 1.1, state v1 (16 bytes), "
                  "generation 2");
   /* The old version is closed and its copy deleted. */
   assert_int_equal(harness_wait_cache_files(h, 1), 0);
@@ -283,7 +277,7 @@ static void test_host_gdb_sees_new_version(void **state) {
   assert_int_equal(harness_install(h, "counter_v1c", "counter.so",
                                    HARNESS_RENAME, NULL),
                    0);
-  expect_line(h, "counter reloaded: version 1.2, state v1 (16 bytes), "
+  harness_expect_line(h, "counter reloaded: version 1.2, state v1 (16 bytes), "
                  "generation 3");
   stop_clean(h);
 }

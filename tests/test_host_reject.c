@@ -59,12 +59,6 @@ static const bad_case bad_cases[] = {
 
 /* ---- helpers ----------------------------------------------------------- */
 
-static long expect_line(harness *h, const char *needle) {
-  long at = harness_wait(h, needle, NULL, 0);
-  assert_true(at >= 0);
-  return at;
-}
-
 static void expect_json(const char *json, const char *plugin,
                         const char *key, const char *want) {
   char got[1024];
@@ -144,14 +138,14 @@ static void expect_good_reload(harness *h, live *lv) {
                    0);
   snprintf(want, sizeof(want), "counter log: unload reload version %s loads=%d",
            lv->version, lv->loads);
-  expect_line(h, want);
+  harness_expect_line(h, want);
   snprintf(want, sizeof(want), "counter log: load reload version %s loads=%d",
            version, lv->loads + 1);
-  expect_line(h, want);
+  harness_expect_line(h, want);
   snprintf(want, sizeof(want),
            "counter reloaded: version %s, state v1 (16 bytes), generation %d",
            version, lv->generation + 1);
-  expect_line(h, want);
+  harness_expect_line(h, want);
   lv->version = version;
   lv->loads++;
   lv->generation++;
@@ -163,7 +157,7 @@ static void expect_good_reload(harness *h, live *lv) {
 
 static void stop_clean(harness *h) {
   assert_int_equal(harness_stop(h), 0);
-  expect_line(h, "hotswap stopped: clean exit");
+  harness_expect_line(h, "hotswap stopped: clean exit");
 }
 
 /* The first half of counter_v1b's bytes. */
@@ -194,8 +188,8 @@ static void test_host_rejects_broken_versions_and_keeps_running(void **state) {
                                    HARNESS_WRITE_NEW, NULL),
                    0);
   assert_int_equal(harness_start(h, NULL), 0);
-  expect_line(h, "counter log: load start version 1.0 loads=1");
-  expect_line(h, "counter loaded: version 1.0, state v1 (16 bytes), "
+  harness_expect_line(h, "counter log: load start version 1.0 loads=1");
+  harness_expect_line(h, "counter loaded: version 1.0, state v1 (16 bytes), "
                  "generation 1");
 
   for (size_t i = 0; i < sizeof(bad_cases) / sizeof(bad_cases[0]); i++) {
@@ -248,8 +242,8 @@ static void test_host_rejected_first_load_then_good_loads(void **state) {
   assert_int_equal(harness_install(h, "counter_v1", "counter.so",
                                    HARNESS_RENAME, NULL),
                    0);
-  expect_line(h, "counter log: load start version 1.0 loads=1");
-  expect_line(h, "counter loaded: version 1.0, state v1 (16 bytes), "
+  harness_expect_line(h, "counter log: load start version 1.0 loads=1");
+  harness_expect_line(h, "counter loaded: version 1.0, state v1 (16 bytes), "
                  "generation 1");
   assert_int_equal(harness_status(h, json, sizeof(json)), 0);
   expect_json(json, "counter", "status", "live");
@@ -269,17 +263,17 @@ static void test_host_rejected_content_waits_for_new_content(void **state) {
                                    HARNESS_WRITE_NEW, NULL),
                    0);
   assert_int_equal(harness_start(h, args), 0);
-  expect_line(h, "counter loaded: version 1.0");
+  harness_expect_line(h, "counter loaded: version 1.0");
   long from = h->offset;
   assert_int_equal(harness_install(h, "bad_abi", "counter.so",
                                    HARNESS_RENAME, NULL),
                    0);
-  expect_line(h, "counter rejected: counter.so: stage abi: ");
+  harness_expect_line(h, "counter rejected: counter.so: stage abi: ");
   /* The same rejected bytes again: not validated again. */
   assert_int_equal(harness_install(h, "bad_abi", "counter.so",
                                    HARNESS_RENAME, NULL),
                    0);
-  expect_line(h, "counter unchanged: counter.so: same content as before");
+  harness_expect_line(h, "counter unchanged: counter.so: same content as before");
   assert_int_equal(harness_count(h, from, -1, "counter rejected:"), 1);
   /* Unless asked to: a forced reload tries it, and reports the outcome. */
   assert_int_equal(harness_run(h, reload, out, sizeof(out), err, sizeof(err)),
@@ -287,7 +281,7 @@ static void test_host_rejected_content_waits_for_new_content(void **state) {
   assert_true(harness_contains(err, "counter: rejected in stage abi: "
                                     "counter.so was built for plugin ABI 99"));
   assert_true(harness_contains(err, "(HS_EABI)"));
-  expect_line(h, "counter rejected: counter.so: stage abi: ");
+  harness_expect_line(h, "counter rejected: counter.so: stage abi: ");
   assert_int_equal(harness_count(h, from, -1, "counter rejected:"), 2);
   assert_int_equal(harness_count(h, from, -1, "counter log: "), 0);
   stop_clean(h);
@@ -301,15 +295,15 @@ static void test_host_rejected_non_elf_file_touched_stays_quiet(void **state) {
                                    HARNESS_WRITE_NEW, NULL),
                    0);
   assert_int_equal(harness_start(h, args), 0);
-  expect_line(h, "counter loaded: version 1.0");
+  harness_expect_line(h, "counter loaded: version 1.0");
   long from = h->offset;
   assert_int_equal(install_text(h), 0);
-  expect_line(h, "counter rejected: counter.so: stage elf: counter.so is not "
+  harness_expect_line(h, "counter rejected: counter.so: stage elf: counter.so is not "
                  "an ELF file");
   /* Touched, not changed: like any rejected content (and like a touched
    * live file), it is seen to be the same and not rejected again. */
   assert_int_equal(harness_touch(h, "counter.so", NULL), 0);
-  expect_line(h, "counter unchanged: counter.so: same content as before");
+  harness_expect_line(h, "counter unchanged: counter.so: same content as before");
   assert_int_equal(harness_count(h, from, -1, "counter rejected:"), 1);
   stop_clean(h);
 }

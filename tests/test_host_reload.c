@@ -24,36 +24,14 @@
 
 /* ---- helpers ----------------------------------------------------------- */
 
-/* Waits for a log line containing needle; fails the test on timeout.
- * Returns the line's offset. */
-static long expect_line(harness *h, const char *needle) {
-  long at = harness_wait(h, needle, NULL, 0);
-  assert_true(at >= 0);
-  return at;
-}
-
-static void expect_status(harness *h, const char *plugin, const char *key,
-                          const char *want) {
-  char got[512];
-  assert_int_equal(harness_status_get(h, plugin, key, got, sizeof(got)), 0);
-  assert_string_equal(got, want);
-}
-
-static void expect_status_num(harness *h, const char *plugin, const char *key,
-                              long want) {
-  long got = -1;
-  assert_int_equal(harness_status_long(h, plugin, key, &got), 0);
-  assert_int_equal(got, want);
-}
-
 /* counter_v1 as counter.so, the host started on it, its first load seen. */
 static void start_counter(harness *h, const char *const *args) {
   assert_int_equal(harness_install(h, "counter_v1", "counter.so",
                                    HARNESS_WRITE_NEW, NULL),
                    0);
   assert_int_equal(harness_start(h, args), 0);
-  expect_line(h, "counter log: load start version 1.0 loads=1");
-  expect_line(h, "counter loaded: version 1.0, state v1 (16 bytes), "
+  harness_expect_line(h, "counter log: load start version 1.0 loads=1");
+  harness_expect_line(h, "counter loaded: version 1.0, state v1 (16 bytes), "
                  "generation 1, from counter.so in ");
 }
 
@@ -63,17 +41,17 @@ static long expect_reload(harness *h, const char *version, int loads,
   char want[256];
   snprintf(want, sizeof(want), "counter log: load reload version %s loads=%d",
            version, loads);
-  expect_line(h, want);
+  harness_expect_line(h, want);
   snprintf(want, sizeof(want),
            "counter reloaded: version %s, state v1 (16 bytes), generation "
            "%d, from counter.so in ",
            version, generation);
-  return expect_line(h, want);
+  return harness_expect_line(h, want);
 }
 
 static void stop_clean(harness *h) {
   assert_int_equal(harness_stop(h), 0);
-  expect_line(h, "hotswap stopped: clean exit");
+  harness_expect_line(h, "hotswap stopped: clean exit");
 }
 
 /* ---- tests ------------------------------------------------------------- */
@@ -142,13 +120,13 @@ static void test_host_rename_same_state_keeps_state(void **state) {
                                    HARNESS_RENAME, NULL),
                    0);
   /* The old version is asked to stop, the new one gets the same bytes. */
-  expect_line(h, "counter log: unload reload version 1.0 loads=1");
+  harness_expect_line(h, "counter log: unload reload version 1.0 loads=1");
   expect_reload(h, "1.1", 2, 2);
-  expect_status(h, "counter", "status", "live");
-  expect_status(h, "counter", "version", "1.1");
-  expect_status_num(h, "counter", "generation", 2);
-  expect_status_num(h, "counter", "reloads", 1);
-  expect_status(h, "counter", "last_error", "null");
+  harness_expect_status(h, "counter", "status", "live");
+  harness_expect_status(h, "counter", "version", "1.1");
+  harness_expect_status_num(h, "counter", "generation", 2);
+  harness_expect_status_num(h, "counter", "reloads", 1);
+  harness_expect_status(h, "counter", "last_error", "null");
   char text[256];
   assert_int_equal(harness_status_get(h, "counter", "last_reload.pause_us",
                                       text, sizeof(text)),
@@ -171,8 +149,8 @@ static void test_host_copy_over_loaded_plugin_reloads(void **state) {
                                    HARNESS_COPY_OVER, NULL),
                    0);
   expect_reload(h, "1.2", 3, 3);
-  expect_status(h, "counter", "status", "live");
-  expect_status(h, "counter", "version", "1.2");
+  harness_expect_status(h, "counter", "status", "live");
+  harness_expect_status(h, "counter", "version", "1.2");
   assert_int_equal(harness_wait_cache_files(h, 1), 0);
   stop_clean(h);
 }
@@ -197,8 +175,8 @@ static void test_host_revert_to_older_file_reloads(void **state) {
   assert_int_equal(harness_mtime(h, "counter.so", &after), 0);
   assert_true(after.tv_sec < before.tv_sec);
   expect_reload(h, "1.0", 3, 3);
-  expect_status(h, "counter", "version", "1.0");
-  expect_status_num(h, "counter", "generation", 3);
+  harness_expect_status(h, "counter", "version", "1.0");
+  harness_expect_status_num(h, "counter", "generation", 3);
   stop_clean(h);
 }
 
@@ -211,9 +189,9 @@ static void test_host_touch_does_not_reload(void **state) {
   long from = h->offset;
   /* The touch is seen (the debug line) and found unchanged. */
   assert_int_equal(harness_touch(h, "counter.so", NULL), 0);
-  expect_line(h, "counter unchanged: counter.so: same content as before");
+  harness_expect_line(h, "counter unchanged: counter.so: same content as before");
   assert_int_equal(harness_touch(h, "counter.so", &old), 0);
-  expect_line(h, "counter unchanged: counter.so: same content as before");
+  harness_expect_line(h, "counter unchanged: counter.so: same content as before");
   /* A real change as a barrier: it is the next and only reload, and the
    * only validation, since the touches. */
   assert_int_equal(harness_install(h, "counter_v1c", "counter.so",
@@ -223,7 +201,7 @@ static void test_host_touch_does_not_reload(void **state) {
   assert_int_equal(harness_count(h, from, at + 1, "counter reloaded:"), 1);
   assert_int_equal(harness_count(h, from, at, "counter sandbox: load "), 1);
   assert_int_equal(harness_count(h, from, at, "counter log: unload "), 1);
-  expect_status_num(h, "counter", "generation", 2);
+  harness_expect_status_num(h, "counter", "generation", 2);
   stop_clean(h);
 }
 
@@ -248,7 +226,7 @@ static void test_host_builds_in_same_second_both_load(void **state) {
   assert_int_equal(got.tv_sec, t.tv_sec);
   assert_int_equal(got.tv_nsec, t.tv_nsec);
   expect_reload(h, "1.2", 3, 3);
-  expect_status(h, "counter", "version", "1.2");
+  harness_expect_status(h, "counter", "version", "1.2");
   stop_clean(h);
 }
 
@@ -271,8 +249,8 @@ static void test_host_quick_rebuilds_last_wins(void **state) {
                            sizeof(line)) >= 0);
   long end = h->offset;
   /* "live", not "validating": nothing is pending that could still win. */
-  expect_status(h, "counter", "status", "live");
-  expect_status(h, "counter", "version", "1.2");
+  harness_expect_status(h, "counter", "status", "live");
+  harness_expect_status(h, "counter", "version", "1.2");
   assert_int_equal(harness_status_long(h, "counter", "generation",
                                        &generation),
                    0);
@@ -311,8 +289,8 @@ static void test_host_burst_of_changes_newest_wins(void **state) {
   assert_int_equal(harness_run(h, reload, out, sizeof(out), err, sizeof(err)),
                    0);
   assert_true(harness_contains(out, "counter: version 1.2 live"));
-  expect_status(h, "counter", "status", "live");
-  expect_status(h, "counter", "version", "1.2");
+  harness_expect_status(h, "counter", "status", "live");
+  harness_expect_status(h, "counter", "version", "1.2");
   /* And the state saw every load that happened, in order. */
   assert_int_equal(harness_status_long(h, "counter", "generation",
                                        &generation),
@@ -336,8 +314,8 @@ static void test_host_delete_unloads(void **state) {
                    0);
   expect_reload(h, "1.1", 2, 2);
   assert_int_equal(harness_remove(h, "counter.so"), 0);
-  expect_line(h, "counter log: unload removed version 1.1 loads=2");
-  expect_line(h, "counter unloaded: counter.so was removed; version 1.1 "
+  harness_expect_line(h, "counter log: unload removed version 1.1 loads=2");
+  harness_expect_line(h, "counter unloaded: counter.so was removed; version 1.1 "
                  "unloaded");
   /* The registry drops the plugin, and its copy is gone from the cache. */
   assert_int_equal(harness_status(h, json, sizeof(json)), 0);
@@ -347,10 +325,10 @@ static void test_host_delete_unloads(void **state) {
   assert_int_equal(harness_install(h, "counter_v1", "counter.so",
                                    HARNESS_WRITE_NEW, NULL),
                    0);
-  expect_line(h, "counter log: load start version 1.0 loads=1");
-  expect_line(h, "counter loaded: version 1.0, state v1 (16 bytes), "
+  harness_expect_line(h, "counter log: load start version 1.0 loads=1");
+  harness_expect_line(h, "counter loaded: version 1.0, state v1 (16 bytes), "
                  "generation 1, from counter.so");
-  expect_status(h, "counter", "status", "live");
+  harness_expect_status(h, "counter", "status", "live");
   stop_clean(h);
 }
 
@@ -361,11 +339,11 @@ static void test_host_moved_file_becomes_new_plugin(void **state) {
   start_counter(h, NULL);
   /* mv counter.so renamed.so: the old name is gone, a new one appears. */
   assert_int_equal(harness_move(h, "counter.so", "renamed.so"), 0);
-  expect_line(h, "renamed log: load start version 1.0 loads=1");
-  expect_line(h, "renamed loaded: version 1.0, state v1 (16 bytes), "
+  harness_expect_line(h, "renamed log: load start version 1.0 loads=1");
+  harness_expect_line(h, "renamed loaded: version 1.0, state v1 (16 bytes), "
                  "generation 1, from renamed.so");
   h->offset = 0; /* the two plugins' lines may come in either order */
-  expect_line(h, "counter unloaded: counter.so was removed; version 1.0 "
+  harness_expect_line(h, "counter unloaded: counter.so was removed; version 1.0 "
                  "unloaded");
   assert_int_equal(harness_status(h, json, sizeof(json)), 0);
   assert_true(harness_lacks(json, "\"name\":\"counter\""));
@@ -391,8 +369,8 @@ static void test_host_new_file_loads(void **state) {
   assert_int_equal(harness_install(h, "counter_v1b", "second.so",
                                    HARNESS_WRITE_NEW, NULL),
                    0);
-  expect_line(h, "second log: load start version 1.1 loads=1");
-  expect_line(h, "second loaded: version 1.1, state v1 (16 bytes), "
+  harness_expect_line(h, "second log: load start version 1.1 loads=1");
+  harness_expect_line(h, "second loaded: version 1.1, state v1 (16 bytes), "
                  "generation 1, from second.so");
   assert_int_equal(harness_status(h, json, sizeof(json)), 0);
   assert_int_equal(harness_json_long(json, "second", "generation", &n), 0);
@@ -473,7 +451,7 @@ static void test_host_forced_reload_from_cli(void **state) {
                    0);
   assert_true(harness_contains(out, "counter: version 1.0 live, generation 2"));
   expect_reload(h, "1.0", 2, 2);
-  expect_status_num(h, "counter", "reloads", 1);
+  harness_expect_status_num(h, "counter", "reloads", 1);
 
   assert_int_equal(harness_run(h, unknown, out, sizeof(out), err, sizeof(err)),
                    1);
@@ -503,7 +481,7 @@ static void start_pending_reload(harness *h, harness_proc *pending) {
   assert_int_equal(harness_install(h, "bad_hang_selftest", "counter.so",
                                    HARNESS_RENAME, NULL),
                    0);
-  expect_line(h, "counter sandbox: load reload version bad loads=1");
+  harness_expect_line(h, "counter sandbox: load reload version bad loads=1");
   assert_int_equal(harness_run_start(h, reload, &a), 0);
   assert_int_equal(harness_run_start(h, reload, &b), 0);
   struct timespec tick = {0, 2000000};
@@ -521,8 +499,8 @@ static void start_pending_reload(harness *h, harness_proc *pending) {
                                     "waiting"));
   assert_false(harness_run_done(h, pending));
   /* The old version runs on while the candidate is tried. */
-  expect_status(h, "counter", "status", "validating");
-  expect_status(h, "counter", "version", "1.0");
+  harness_expect_status(h, "counter", "status", "validating");
+  harness_expect_status(h, "counter", "version", "1.0");
 }
 
 static void test_host_forced_reload_answered_when_file_removed(void **state) {
@@ -532,7 +510,7 @@ static void test_host_forced_reload_answered_when_file_removed(void **state) {
 
   start_pending_reload(h, &pending);
   assert_int_equal(harness_remove(h, "counter.so"), 0);
-  expect_line(h, "counter unloaded: counter.so was removed; version 1.0 "
+  harness_expect_line(h, "counter unloaded: counter.so was removed; version 1.0 "
                  "unloaded");
   assert_int_equal(harness_run_wait(h, &pending, out, sizeof(out), err,
                                     sizeof(err)),
@@ -551,8 +529,8 @@ static void test_host_forced_reload_answered_at_shutdown(void **state) {
   start_pending_reload(h, &pending);
   /* The hanging validation does not hold up the shutdown. */
   assert_int_equal(harness_stop(h), 0);
-  expect_line(h, "counter unloaded: version 1.0 unloaded (shutdown)");
-  expect_line(h, "hotswap stopped: clean exit");
+  harness_expect_line(h, "counter unloaded: version 1.0 unloaded (shutdown)");
+  harness_expect_line(h, "hotswap stopped: clean exit");
   assert_int_equal(harness_run_wait(h, &pending, out, sizeof(out), err,
                                     sizeof(err)),
                    1);
@@ -571,10 +549,10 @@ static void test_host_sighup_rescans(void **state) {
   start_counter(h, args);
   long from = h->offset;
   assert_int_equal(harness_signal(h, SIGHUP), 0);
-  expect_line(h, "hotswap rescan: SIGHUP: rescanning ");
-  expect_line(h, "counter unchanged: counter.so: same content as before");
+  harness_expect_line(h, "hotswap rescan: SIGHUP: rescanning ");
+  harness_expect_line(h, "counter unchanged: counter.so: same content as before");
   assert_int_equal(harness_count(h, from, -1, "counter sandbox:"), 0);
-  expect_status_num(h, "counter", "generation", 1);
+  harness_expect_status_num(h, "counter", "generation", 1);
   stop_clean(h);
 }
 
@@ -593,10 +571,10 @@ static void test_host_sigterm_unloads_and_cleans_up(void **state) {
   assert_int_equal(stat(h->control, &st), 0);
 
   assert_int_equal(harness_stop(h), 0);
-  expect_line(h, "hotswap stopping: TERM: unloading every plugin");
-  expect_line(h, "counter log: unload shutdown version 1.0 loads=1");
-  expect_line(h, "counter unloaded: version 1.0 unloaded (shutdown)");
-  expect_line(h, "hotswap stopped: clean exit");
+  harness_expect_line(h, "hotswap stopping: TERM: unloading every plugin");
+  harness_expect_line(h, "counter log: unload shutdown version 1.0 loads=1");
+  harness_expect_line(h, "counter unloaded: version 1.0 unloaded (shutdown)");
+  harness_expect_line(h, "hotswap stopped: clean exit");
   /* The private cache and the socket are gone; --cache-dir itself stays. */
   assert_int_equal(stat(cache_dir, &st), -1);
   assert_int_equal(errno, ENOENT);

@@ -15,12 +15,6 @@
 
 #include "harness.h"
 
-static long expect_line(harness *h, const char *needle) {
-  long at = harness_wait(h, needle, NULL, 0);
-  assert_true(at >= 0);
-  return at;
-}
-
 static void expect_json(const char *json, const char *plugin,
                         const char *key, const char *want) {
   char got[1024];
@@ -43,16 +37,16 @@ static void start_with(harness *h, const char *fixture, const char *version) {
   assert_int_equal(harness_start(h, NULL), 0);
   snprintf(want, sizeof(want), "counter log: load start version %s loads=1",
            version);
-  expect_line(h, want);
+  harness_expect_line(h, want);
   snprintf(want, sizeof(want), "counter loaded: version %s, state v1 (16 "
                                "bytes), generation 1",
            version);
-  expect_line(h, want);
+  harness_expect_line(h, want);
 }
 
 static void stop_clean(harness *h) {
   assert_int_equal(harness_stop(h), 0);
-  expect_line(h, "hotswap stopped: clean exit");
+  harness_expect_line(h, "hotswap stopped: clean exit");
 }
 
 /* ---- tests ------------------------------------------------------------- */
@@ -67,12 +61,12 @@ static void test_host_rollback_after_live_load_fails(void **state) {
                    0);
   /* The sandbox passes it; the live load refuses, after scribbling over
    * the state it was handed. */
-  expect_line(h, "counter sandbox: load reload version 1.0-failreload "
+  harness_expect_line(h, "counter sandbox: load reload version 1.0-failreload "
                  "loads=1");
-  expect_line(h, "counter log: unload reload version 1.0 loads=1");
-  expect_line(h, "counter log: refusing a live reload");
+  harness_expect_line(h, "counter log: unload reload version 1.0 loads=1");
+  harness_expect_line(h, "counter log: refusing a live reload");
   /* The old version comes back on its own bytes: loads=1 + this load. */
-  expect_line(h, "counter log: load rollback version 1.0 loads=2");
+  harness_expect_line(h, "counter log: load rollback version 1.0 loads=2");
   assert_true(harness_wait(h, "counter rejected: counter.so: stage load: ",
                            line, sizeof(line)) >= 0);
   assert_true(harness_contains(line, "load() of the new counter.so returned "
@@ -90,8 +84,8 @@ static void test_host_rollback_after_live_load_fails(void **state) {
   assert_int_equal(harness_install(h, "counter_v1b", "counter.so",
                                    HARNESS_RENAME, NULL),
                    0);
-  expect_line(h, "counter log: load reload version 1.1 loads=3");
-  expect_line(h, "counter reloaded: version 1.1, state v1 (16 bytes), "
+  harness_expect_line(h, "counter log: load reload version 1.1 loads=3");
+  harness_expect_line(h, "counter reloaded: version 1.1, state v1 (16 bytes), "
                  "generation 2");
   stop_clean(h);
 }
@@ -104,10 +98,10 @@ static void test_host_rollback_after_migrated_load_fails(void **state) {
   assert_int_equal(harness_install(h, "counter_v2_failreload", "counter.so",
                                    HARNESS_RENAME, NULL),
                    0);
-  expect_line(h, "counter log: migrated v1 (16 bytes) to v2 loads=1");
-  expect_line(h, "counter log: refusing a live reload");
-  expect_line(h, "counter log: load rollback version 1.0 loads=2");
-  expect_line(h, "counter rejected: counter.so: stage load: ");
+  harness_expect_line(h, "counter log: migrated v1 (16 bytes) to v2 loads=1");
+  harness_expect_line(h, "counter log: refusing a live reload");
+  harness_expect_line(h, "counter log: load rollback version 1.0 loads=2");
+  harness_expect_line(h, "counter rejected: counter.so: stage load: ");
   /* Back on the v1 layout. */
   assert_int_equal(harness_status(h, json, sizeof(json)), 0);
   expect_json(json, "counter", "status", "live");
@@ -118,9 +112,9 @@ static void test_host_rollback_after_migrated_load_fails(void **state) {
   assert_int_equal(harness_install(h, "counter_v2", "counter.so",
                                    HARNESS_RENAME, NULL),
                    0);
-  expect_line(h, "counter log: migrated v1 (16 bytes) to v2 loads=2");
-  expect_line(h, "counter log: load reload version 2.0 loads=3");
-  expect_line(h, "counter reloaded: version 2.0, state v2 (24 bytes), "
+  harness_expect_line(h, "counter log: migrated v1 (16 bytes) to v2 loads=2");
+  harness_expect_line(h, "counter log: load reload version 2.0 loads=3");
+  harness_expect_line(h, "counter reloaded: version 2.0, state v2 (24 bytes), "
                  "generation 2");
   stop_clean(h);
 }
@@ -133,9 +127,9 @@ static void test_host_failed_rollback_keeps_state(void **state) {
   assert_int_equal(harness_install(h, "counter_v1_failreload", "counter.so",
                                    HARNESS_RENAME, NULL),
                    0);
-  expect_line(h, "counter log: refusing a live reload");
-  expect_line(h, "counter log: refusing to roll back");
-  expect_line(h, "counter error: rollback: load() of the previous version "
+  harness_expect_line(h, "counter log: refusing a live reload");
+  harness_expect_line(h, "counter log: refusing to roll back");
+  harness_expect_line(h, "counter error: rollback: load() of the previous version "
                  "1.0-norollback returned HS_EPERM; the plugin is not running "
                  "(its state is kept)");
   assert_true(harness_wait(h, "counter rejected: counter.so: stage load: ",
@@ -150,9 +144,9 @@ static void test_host_failed_rollback_keeps_state(void **state) {
   assert_int_equal(harness_install(h, "counter_v1b", "counter.so",
                                    HARNESS_RENAME, NULL),
                    0);
-  expect_line(h, "counter log: load reload version 1.1 loads=2");
+  harness_expect_line(h, "counter log: load reload version 1.1 loads=2");
   /* ("loaded" or "reloaded": the host's word; the generation goes on.) */
-  expect_line(h, "version 1.1, state v1 (16 bytes), generation 2, from "
+  harness_expect_line(h, "version 1.1, state v1 (16 bytes), generation 2, from "
                  "counter.so");
   assert_int_equal(harness_status(h, json, sizeof(json)), 0);
   expect_json(json, "counter", "status", "live");
@@ -168,7 +162,7 @@ static void test_host_pinned_old_version_is_reported(void **state) {
   assert_int_equal(harness_install(h, "counter_v1_nodelete", "counter.so",
                                    HARNESS_RENAME, NULL),
                    0);
-  expect_line(h, "counter reloaded: version 1.0-nodelete");
+  harness_expect_line(h, "counter reloaded: version 1.0-nodelete");
   /* Known from the ELF before it ever had to be unloaded. */
   assert_int_equal(harness_count(h, 0, -1,
                                  "counter.so cannot be unloaded: it is marked "
@@ -177,17 +171,17 @@ static void test_host_pinned_old_version_is_reported(void **state) {
   assert_int_equal(harness_install(h, "counter_v1b", "counter.so",
                                    HARNESS_RENAME, NULL),
                    0);
-  expect_line(h, "counter reloaded: version 1.1");
+  harness_expect_line(h, "counter reloaded: version 1.1");
   /* Retiring the NODELETE image leaves it mapped: said once, and the host
    * goes on. */
-  expect_line(h, "counter warning: ");
+  harness_expect_line(h, "counter warning: ");
   assert_int_equal(harness_count(h, 0, -1, "the old version stays mapped "
                                            "after dlclose"),
                    1);
   assert_int_equal(harness_install(h, "counter_v1c", "counter.so",
                                    HARNESS_RENAME, NULL),
                    0);
-  expect_line(h, "counter log: load reload version 1.2 loads=4");
+  harness_expect_line(h, "counter log: load reload version 1.2 loads=4");
   assert_int_equal(harness_wait_cache_files(h, 1), 0);
   stop_clean(h);
 }

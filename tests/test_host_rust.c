@@ -40,22 +40,9 @@ static struct {
 
 /* ---- helpers ----------------------------------------------------------- */
 
-static long expect_line(harness *h, const char *needle) {
-  long at = harness_wait(h, needle, NULL, 0);
-  assert_true(at >= 0);
-  return at;
-}
-
-static void expect_status(harness *h, const char *plugin, const char *key,
-                          const char *want) {
-  char got[512];
-  assert_int_equal(harness_status_get(h, plugin, key, got, sizeof(got)), 0);
-  assert_string_equal(got, want);
-}
-
 static void stop_clean(harness *h) {
   assert_int_equal(harness_stop(h), 0);
-  expect_line(h, "hotswap stopped: clean exit");
+  harness_expect_line(h, "hotswap stopped: clean exit");
 }
 
 static int is_executable(const char *path) {
@@ -368,11 +355,11 @@ static void test_host_rust_reload_keeps_state(void **state) {
   REQUIRE_BUILD();
   install_lib(h, g.lib, "rust_counter.so");
   assert_int_equal(harness_start(h, NULL), 0);
-  expect_line(h, "rust_counter log: version 1.0 (start): counting from 0 "
+  harness_expect_line(h, "rust_counter log: version 1.0 (start): counting from 0 "
                  "by 1");
-  expect_line(h, "rust_counter loaded: version 1.0, state v1 (16 bytes), "
+  harness_expect_line(h, "rust_counter loaded: version 1.0, state v1 (16 bytes), "
                  "generation 1, from rust_counter.so in ");
-  expect_line(h, "rust_counter log: count 3");
+  harness_expect_line(h, "rust_counter log: count 3");
 
   /* The crate again, with another version string, rebuilt while the old
    * version runs. */
@@ -385,7 +372,7 @@ static void test_host_rust_reload_keeps_state(void **state) {
   snprintf(lib, sizeof(lib), "%s/target/" LIBRARY, h->root);
   install_lib(h, lib, "rust_counter.so");
 
-  expect_line(h, "rust_counter log: version 1.0 unloading (reload) at "
+  harness_expect_line(h, "rust_counter log: version 1.0 unloading (reload) at "
                  "count ");
   assert_true(harness_wait(h, "rust_counter log: version 2.0 (reload): "
                               "resuming at count ",
@@ -397,12 +384,12 @@ static void test_host_rust_reload_keeps_state(void **state) {
                    2);
   assert_true(resumed >= 3); /* the count went on, not from zero */
   assert_int_equal(load, 2);
-  expect_line(h, "rust_counter reloaded: version 2.0, state v1 (16 bytes), "
+  harness_expect_line(h, "rust_counter reloaded: version 2.0, state v1 (16 bytes), "
                  "generation 2, from rust_counter.so in ");
   snprintf(want, sizeof(want), "rust_counter log: count %llu", resumed + 1);
-  expect_line(h, want);
-  expect_status(h, "rust_counter", "version", "2.0");
-  expect_status(h, "rust_counter", "status", "live");
+  harness_expect_line(h, want);
+  harness_expect_status(h, "rust_counter", "version", "2.0");
+  harness_expect_status(h, "rust_counter", "status", "live");
   assert_int_equal(harness_wait_cache_files(h, 1), 0);
   stop_clean(h);
   /* Rust's std references __cxa_thread_atexit_impl, but registers nothing

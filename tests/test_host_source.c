@@ -459,14 +459,6 @@ static void wait_no_compilers(harness *h, const char *what) {
 
 /* ---- the log and the status -------------------------------------------- */
 
-/* Waits for a log line containing needle; fails the test on timeout.
- * Returns the line's offset. */
-static long expect_line(harness *h, const char *needle) {
-  long at = harness_wait(h, needle, NULL, 0);
-  assert_true(at >= 0);
-  return at;
-}
-
 /* The same, copying the line into line. */
 static long expect_line_text(harness *h, const char *needle, char *line,
                              size_t size) {
@@ -482,18 +474,11 @@ static void expect_lines_any_order(harness *h, const char *const *needles,
   long from = h->offset, end = from;
   for (size_t i = 0; i < n; i++) {
     h->offset = from;
-    expect_line(h, needles[i]);
+    harness_expect_line(h, needles[i]);
     if (h->offset > end)
       end = h->offset;
   }
   h->offset = end;
-}
-
-static void expect_status(harness *h, const char *plugin, const char *key,
-                          const char *want) {
-  char got[1024];
-  assert_int_equal(harness_status_get(h, plugin, key, got, sizeof(got)), 0);
-  assert_string_equal(got, want);
 }
 
 static void expect_status_has(harness *h, const char *plugin, const char *key,
@@ -501,13 +486,6 @@ static void expect_status_has(harness *h, const char *plugin, const char *key,
   char got[1024];
   assert_int_equal(harness_status_get(h, plugin, key, got, sizeof(got)), 0);
   assert_true(harness_contains(got, want));
-}
-
-static void expect_status_num(harness *h, const char *plugin, const char *key,
-                              long want) {
-  long got = -1;
-  assert_int_equal(harness_status_long(h, plugin, key, &got), 0);
-  assert_int_equal(got, want);
 }
 
 /* Lines of the log from from on that contain needle. */
@@ -519,7 +497,7 @@ static int count_since(harness *h, long from, const char *needle) {
 
 static void stop_clean(harness *h) {
   assert_int_equal(harness_stop(h), 0);
-  expect_line(h, "hotswap stopped: clean exit");
+  harness_expect_line(h, "hotswap stopped: clean exit");
 }
 
 /* The fixture as alpha.c at version "1", the host started on it and its
@@ -527,9 +505,9 @@ static void stop_clean(harness *h) {
 static void start_alpha(harness *h, const char *const *args) {
   put_fixture(h, "alpha.c", "1");
   assert_int_equal(harness_start(h, args), 0);
-  expect_line(h, "alpha compiling: alpha.c");
-  expect_line(h, "alpha log: load start version 1 loads=1");
-  expect_line(h, "alpha loaded: version 1, state v1 (16 bytes), generation "
+  harness_expect_line(h, "alpha compiling: alpha.c");
+  harness_expect_line(h, "alpha log: load start version 1 loads=1");
+  harness_expect_line(h, "alpha loaded: version 1, state v1 (16 bytes), generation "
                  "1, from alpha.c in ");
 }
 
@@ -563,17 +541,17 @@ static void test_host_source_edit_rebuilds_and_keeps_state(void **state) {
   harness *h = *state;
 
   start_alpha(h, NULL);
-  expect_status(h, "alpha", "status", "live");
-  expect_status(h, "alpha", "file", "alpha.c");
-  expect_status(h, "alpha", "last_error", "null");
+  harness_expect_status(h, "alpha", "status", "live");
+  harness_expect_status(h, "alpha", "file", "alpha.c");
+  harness_expect_status(h, "alpha", "last_error", "null");
 
   /* Saved as editors save (rename over): compiled, validated, swapped, on
    * the same state. */
   put_fixture(h, "alpha.c", "2");
-  expect_line(h, "alpha compiling: alpha.c");
-  expect_line(h, "alpha log: unload reload version 1 loads=1");
-  expect_line(h, "alpha log: load reload version 2 loads=2");
-  expect_line(h, "alpha reloaded: version 2, state v1 (16 bytes), generation "
+  harness_expect_line(h, "alpha compiling: alpha.c");
+  harness_expect_line(h, "alpha log: unload reload version 1 loads=1");
+  harness_expect_line(h, "alpha log: load reload version 2 loads=2");
+  harness_expect_line(h, "alpha reloaded: version 2, state v1 (16 bytes), generation "
                  "2, from alpha.c in ");
 
   /* Written in place (cp, some editors): the same. */
@@ -581,15 +559,15 @@ static void test_host_source_edit_rebuilds_and_keeps_state(void **state) {
   assert_int_equal(harness_install_text(h, src, "alpha.c", HARNESS_COPY_OVER),
                    0);
   free(src);
-  expect_line(h, "alpha compiling: alpha.c");
-  expect_line(h, "alpha log: load reload version 3 loads=3");
-  expect_line(h, "alpha reloaded: version 3, state v1 (16 bytes), generation "
+  harness_expect_line(h, "alpha compiling: alpha.c");
+  harness_expect_line(h, "alpha log: load reload version 3 loads=3");
+  harness_expect_line(h, "alpha reloaded: version 3, state v1 (16 bytes), generation "
                  "3, from alpha.c in ");
-  expect_status(h, "alpha", "status", "live");
-  expect_status(h, "alpha", "version", "3");
-  expect_status_num(h, "alpha", "generation", 3);
-  expect_status_num(h, "alpha", "reloads", 2);
-  expect_status(h, "alpha", "last_error", "null");
+  harness_expect_status(h, "alpha", "status", "live");
+  harness_expect_status(h, "alpha", "version", "3");
+  harness_expect_status_num(h, "alpha", "generation", 3);
+  harness_expect_status_num(h, "alpha", "reloads", 2);
+  harness_expect_status(h, "alpha", "last_error", "null");
   stop_clean(h);
 }
 
@@ -604,7 +582,7 @@ static void test_host_source_syntax_error_keeps_old_version(void **state) {
   char *src = fixture_source("2", BROKEN_LINE);
   put_text(h, "alpha.c", src);
   free(src);
-  expect_line(h, "alpha compiling: alpha.c");
+  harness_expect_line(h, "alpha compiling: alpha.c");
   /* The compiler's own words, as it printed them: file:line:col. */
   snprintf(want, sizeof(want), "alpha.c:%d:17: error: ", bad);
   expect_line_text(h, want, line, sizeof(line));
@@ -624,12 +602,12 @@ static void test_host_source_syntax_error_keeps_old_version(void **state) {
   free(log);
 
   /* The old version runs on: it ticks, and the status says so. */
-  expect_line(h, "alpha log: tick ");
-  expect_status(h, "alpha", "status", "live");
-  expect_status(h, "alpha", "version", "1");
-  expect_status_num(h, "alpha", "generation", 1);
-  expect_status(h, "alpha", "last_error.code", "HS_ECOMPILE");
-  expect_status(h, "alpha", "last_error.stage", "compile");
+  harness_expect_line(h, "alpha log: tick ");
+  harness_expect_status(h, "alpha", "status", "live");
+  harness_expect_status(h, "alpha", "version", "1");
+  harness_expect_status_num(h, "alpha", "generation", 1);
+  harness_expect_status(h, "alpha", "last_error.code", "HS_ECOMPILE");
+  harness_expect_status(h, "alpha", "last_error.stage", "compile");
   expect_status_has(h, "alpha", "last_error.message",
                     "alpha.c does not compile (the compiler exited with "
                     "status 1): ");
@@ -639,12 +617,12 @@ static void test_host_source_syntax_error_keeps_old_version(void **state) {
 
   /* Fixed: built and swapped in, on the state the old version kept. */
   put_fixture(h, "alpha.c", "3");
-  expect_line(h, "alpha compiling: alpha.c");
-  expect_line(h, "alpha log: load reload version 3 loads=2");
-  expect_line(h, "alpha reloaded: version 3, state v1 (16 bytes), generation "
+  harness_expect_line(h, "alpha compiling: alpha.c");
+  harness_expect_line(h, "alpha log: load reload version 3 loads=2");
+  harness_expect_line(h, "alpha reloaded: version 3, state v1 (16 bytes), generation "
                  "2, from alpha.c in ");
-  expect_status(h, "alpha", "version", "3");
-  expect_status(h, "alpha", "last_error", "null");
+  harness_expect_status(h, "alpha", "version", "3");
+  harness_expect_status(h, "alpha", "last_error", "null");
   stop_clean(h);
 }
 
@@ -656,26 +634,26 @@ static void test_host_source_revert_to_live_content_compiles_nothing(
   long from = h->offset;
   /* Saved again without a change. */
   put_fixture(h, "alpha.c", "1");
-  expect_line(h, "alpha unchanged: alpha.c: same sources as the live "
+  harness_expect_line(h, "alpha unchanged: alpha.c: same sources as the live "
                  "version; nothing to do");
   /* A broken save, then back to what runs: nothing to build, and nothing
    * wrong any more. */
   char *src = fixture_source("2", BROKEN_LINE);
   put_text(h, "alpha.c", src);
   free(src);
-  expect_line(h, "alpha rejected: alpha.c: stage compile: ");
-  expect_status(h, "alpha", "last_error.code", "HS_ECOMPILE");
+  harness_expect_line(h, "alpha rejected: alpha.c: stage compile: ");
+  harness_expect_status(h, "alpha", "last_error.code", "HS_ECOMPILE");
   long revert = h->offset;
   put_fixture(h, "alpha.c", "1");
-  expect_line(h, "alpha unchanged: alpha.c: same sources as the live "
+  harness_expect_line(h, "alpha unchanged: alpha.c: same sources as the live "
                  "version; nothing to do");
   assert_int_equal(count_since(h, revert, "alpha compiling:"), 0);
   assert_int_equal(count_since(h, from, "alpha compiling:"), 1); /* broken */
   assert_int_equal(count_since(h, from, "alpha reloaded:"), 0);
-  expect_status(h, "alpha", "status", "live");
-  expect_status(h, "alpha", "version", "1");
-  expect_status(h, "alpha", "last_error", "null");
-  expect_status_num(h, "alpha", "generation", 1);
+  harness_expect_status(h, "alpha", "status", "live");
+  harness_expect_status(h, "alpha", "version", "1");
+  harness_expect_status(h, "alpha", "last_error", "null");
+  harness_expect_status_num(h, "alpha", "generation", 1);
   stop_clean(h);
 }
 
@@ -684,24 +662,24 @@ static void test_host_source_revert_to_older_build_is_cached(void **state) {
 
   start_alpha(h, debug_args);
   put_fixture(h, "alpha.c", "2");
-  expect_line(h, "alpha compiled: alpha.c compiled in ");
-  expect_line(h, "alpha reloaded: version 2, ");
+  harness_expect_line(h, "alpha compiled: alpha.c compiled in ");
+  harness_expect_line(h, "alpha reloaded: version 2, ");
   /* Back to version 1's sources: its build is found by its inputs. */
   long from = h->offset;
   put_fixture(h, "alpha.c", "1");
-  expect_line(h, "alpha cached: alpha.c: built before with the same inputs; "
+  harness_expect_line(h, "alpha cached: alpha.c: built before with the same inputs; "
                  "no compile");
-  expect_line(h, "alpha log: load reload version 1 loads=3");
-  expect_line(h, "alpha reloaded: version 1, state v1 (16 bytes), generation "
+  harness_expect_line(h, "alpha log: load reload version 1 loads=3");
+  harness_expect_line(h, "alpha reloaded: version 1, state v1 (16 bytes), generation "
                  "3, from alpha.c in ");
   assert_int_equal(count_since(h, from, "alpha compiling:"), 0);
   assert_int_equal(count_since(h, from, "alpha compiled:"), 0);
-  expect_status(h, "alpha", "version", "1");
-  expect_status_num(h, "alpha", "generation", 3);
+  harness_expect_status(h, "alpha", "version", "1");
+  harness_expect_status_num(h, "alpha", "generation", 3);
   /* And forward again: cached too. */
   put_fixture(h, "alpha.c", "2");
-  expect_line(h, "alpha cached: alpha.c: built before with the same inputs");
-  expect_line(h, "alpha reloaded: version 2, state v1 (16 bytes), generation "
+  harness_expect_line(h, "alpha cached: alpha.c: built before with the same inputs");
+  harness_expect_line(h, "alpha reloaded: version 2, state v1 (16 bytes), generation "
                  "4, ");
   assert_int_equal(count_since(h, from, "alpha compiling:"), 0);
   stop_clean(h);
@@ -714,13 +692,13 @@ static void test_host_source_warnings_do_not_block(void **state) {
   put_small(h, "alpha.c", "alpha", "#define P_VERSION \"w1\"",
             "int p_unused_variable;");
   assert_int_equal(harness_start(h, NULL), 0);
-  expect_line(h, "alpha compiling: alpha.c");
+  harness_expect_line(h, "alpha compiling: alpha.c");
   expect_line_text(h, ": warning: unused variable", line, sizeof(line));
   assert_true(harness_contains(line, "alpha.c:"));
-  expect_line(h, "alpha warning: alpha.c compiled with warnings (they do not "
+  harness_expect_line(h, "alpha warning: alpha.c compiled with warnings (they do not "
                  "block; --plugin-werror makes them)");
-  expect_line(h, "alpha loaded: version w1, ");
-  expect_status(h, "alpha", "last_error", "null");
+  harness_expect_line(h, "alpha loaded: version w1, ");
+  harness_expect_status(h, "alpha", "last_error", "null");
   stop_clean(h);
 }
 
@@ -731,10 +709,10 @@ static void test_host_source_werror_makes_warnings_block(void **state) {
 
   put_small(h, "alpha.c", "alpha", "#define P_VERSION \"w1\"", NULL);
   assert_int_equal(harness_start(h, args), 0);
-  expect_line(h, "alpha loaded: version w1, ");
+  harness_expect_line(h, "alpha loaded: version w1, ");
   put_small(h, "alpha.c", "alpha", "#define P_VERSION \"w2\"",
             "int p_unused_variable;");
-  expect_line(h, "alpha compiling: alpha.c");
+  harness_expect_line(h, "alpha compiling: alpha.c");
   expect_line_text(h, "alpha rejected: ", line, sizeof(line));
   assert_true(harness_contains(
       line, "alpha rejected: alpha.c: stage compile: alpha.c does not "
@@ -742,8 +720,8 @@ static void test_host_source_werror_makes_warnings_block(void **state) {
   assert_true(harness_contains(line, "unused variable"));
   assert_true(harness_contains(line, "(HS_ECOMPILE); version w1 keeps "
                                      "running"));
-  expect_status(h, "alpha", "version", "w1");
-  expect_status(h, "alpha", "last_error.code", "HS_ECOMPILE");
+  harness_expect_status(h, "alpha", "version", "w1");
+  harness_expect_status(h, "alpha", "last_error.code", "HS_ECOMPILE");
   stop_clean(h);
 }
 
@@ -754,7 +732,7 @@ static void test_host_source_json_log_holds_compiler_output(void **state) {
 
   put_fixture(h, "alpha.c", "1");
   assert_int_equal(harness_start(h, args), 0);
-  expect_line(h, "\"plugin\":\"alpha\",\"event\":\"loaded\"");
+  harness_expect_line(h, "\"plugin\":\"alpha\",\"event\":\"loaded\"");
   char *src = fixture_source("2", BROKEN_LINE);
   put_text(h, "alpha.c", src);
   free(src);
@@ -774,7 +752,7 @@ static void test_host_source_json_log_holds_compiler_output(void **state) {
   assert_int_equal(count_since(h, from, "{\"time\":"),
                    count_since(h, from, ""));
   assert_int_equal(harness_stop(h), 0);
-  expect_line(h, "\"plugin\":\"hotswap\",\"event\":\"stopped\"");
+  harness_expect_line(h, "\"plugin\":\"hotswap\",\"event\":\"stopped\"");
 }
 
 /* ---- tests: headers and flags ------------------------------------------ */
@@ -808,7 +786,7 @@ static void test_host_source_header_edit_rebuilds_its_dependents(void **state) {
   /* A barrier: three's own edit is the next thing it sees. */
   long barrier = harness_log_end(h);
   put_small(h, "three.c", "three", "#define P_VERSION \"three-2\"", NULL);
-  expect_line(h, "three reloaded: version three-2, ");
+  harness_expect_line(h, "three reloaded: version three-2, ");
   assert_int_equal(harness_count(h, from, barrier, "one compiling:"), 1);
   assert_int_equal(harness_count(h, from, barrier, "two compiling:"), 1);
   assert_int_equal(harness_count(h, from, barrier, "three "), 0);
@@ -825,7 +803,7 @@ static void test_host_source_header_edit_rebuilds_its_dependents(void **state) {
       "one reloaded: version one-1, ", "two reloaded: version two-1, "};
   expect_lines_any_order(h, back, 4);
   assert_int_equal(count_since(h, from, " compiling:"), 0);
-  expect_status(h, "three", "version", "three-2");
+  harness_expect_status(h, "three", "version", "three-2");
   stop_clean(h);
 }
 
@@ -849,23 +827,23 @@ static void test_host_source_flags_file_is_used(void **state) {
                              "-DP_FLAG=1\n");
   put_small(h, "alpha.c", "alpha", prelude, body);
   assert_int_equal(harness_start(h, NULL), 0);
-  expect_line(h, "alpha compiling: alpha.c");
-  expect_line(h, "alpha log: cbrt 3.0");
-  expect_line(h, "alpha loaded: version flag-1, ");
+  harness_expect_line(h, "alpha compiling: alpha.c");
+  harness_expect_line(h, "alpha log: cbrt 3.0");
+  harness_expect_line(h, "alpha loaded: version flag-1, ");
 
   /* The flags file is an input: its edit rebuilds. */
   put_text(h, "alpha.flags", "-lm -DP_FLAG=2\n");
-  expect_line(h, "alpha compiling: alpha.c");
-  expect_line(h, "alpha reloaded: version flag-2, ");
+  harness_expect_line(h, "alpha compiling: alpha.c");
+  harness_expect_line(h, "alpha reloaded: version flag-2, ");
 
   /* Without it the source does not compile; the old version stays. */
   assert_int_equal(harness_remove(h, "alpha.flags"), 0);
-  expect_line(h, "alpha compiling: alpha.c");
+  harness_expect_line(h, "alpha compiling: alpha.c");
   expect_line_text(h, "alpha rejected: ", line, sizeof(line));
   assert_true(harness_contains(line, "alpha.flags was not applied"));
   assert_true(harness_contains(line, "(HS_ECOMPILE); version flag-2 keeps "
                                      "running"));
-  expect_status(h, "alpha", "version", "flag-2");
+  harness_expect_status(h, "alpha", "version", "flag-2");
   stop_clean(h);
 }
 
@@ -879,26 +857,26 @@ static void test_host_source_wins_over_prebuilt(void **state) {
                    0);
   put_fixture(h, "counter.c", "src1");
   assert_int_equal(harness_start(h, debug_args), 0);
-  expect_line(h, "counter compiling: counter.c");
-  expect_line(h, "counter log: load start version src1 loads=1");
-  expect_line(h, "counter loaded: version src1, state v1 (16 bytes), "
+  harness_expect_line(h, "counter compiling: counter.c");
+  harness_expect_line(h, "counter log: load start version src1 loads=1");
+  harness_expect_line(h, "counter loaded: version src1, state v1 (16 bytes), "
                  "generation 1, from counter.c in ");
-  expect_status(h, "counter", "file", "counter.c");
+  harness_expect_status(h, "counter", "file", "counter.c");
   /* The prebuilt file changes: ignored. */
   long from = h->offset;
   assert_int_equal(harness_install(h, "counter_v1b", "counter.so",
                                    HARNESS_RENAME, NULL),
                    0);
-  expect_line(h, "counter ignored: counter.so is ignored: counter is built "
+  harness_expect_line(h, "counter ignored: counter.so is ignored: counter is built "
                  "from counter.c");
   put_fixture(h, "counter.c", "src2");
-  expect_line(h, "counter reloaded: version src2, ");
+  harness_expect_line(h, "counter reloaded: version src2, ");
   assert_int_equal(count_since(h, 0, "counter log: load"), 2);
   assert_int_equal(count_since(h, 0, "version 1.0"), 0);
   assert_int_equal(count_since(h, from, "version 1.1"), 0);
   assert_int_equal(count_since(h, from, "counter reloaded:"), 1);
-  expect_status(h, "counter", "version", "src2");
-  expect_status(h, "counter", "file", "counter.c");
+  harness_expect_status(h, "counter", "version", "src2");
+  harness_expect_status(h, "counter", "file", "counter.c");
   stop_clean(h);
 }
 
@@ -909,23 +887,23 @@ static void test_host_source_appears_beside_live_prebuilt(void **state) {
                                    HARNESS_WRITE_NEW, NULL),
                    0);
   assert_int_equal(harness_start(h, NULL), 0);
-  expect_line(h, "counter loaded: version 1.0, ");
+  harness_expect_line(h, "counter loaded: version 1.0, ");
   /* The source arrives: it takes over, on the live state. */
   put_fixture(h, "counter.c", "src1");
-  expect_line(h, "counter source: counter.c now builds counter; counter.so "
+  harness_expect_line(h, "counter source: counter.c now builds counter; counter.so "
                  "is ignored");
-  expect_line(h, "counter compiling: counter.c");
-  expect_line(h, "counter log: load reload version src1 loads=2");
-  expect_line(h, "counter reloaded: version src1, state v1 (16 bytes), "
+  harness_expect_line(h, "counter compiling: counter.c");
+  harness_expect_line(h, "counter log: load reload version src1 loads=2");
+  harness_expect_line(h, "counter reloaded: version src1, state v1 (16 bytes), "
                  "generation 2, from counter.c in ");
-  expect_status(h, "counter", "file", "counter.c");
+  harness_expect_status(h, "counter", "file", "counter.c");
   /* The source goes: the prebuilt file is the plugin again. */
   assert_int_equal(harness_remove(h, "counter.c"), 0);
-  expect_line(h, "counter unloaded: counter.c was removed; version src1 "
+  harness_expect_line(h, "counter unloaded: counter.c was removed; version src1 "
                  "unloaded");
-  expect_line(h, "counter loaded: version 1.0, ");
-  expect_status(h, "counter", "file", "counter.so");
-  expect_status(h, "counter", "version", "1.0");
+  harness_expect_line(h, "counter loaded: version 1.0, ");
+  harness_expect_status(h, "counter", "file", "counter.so");
+  harness_expect_status(h, "counter", "version", "1.0");
   stop_clean(h);
 }
 
@@ -938,23 +916,23 @@ static void test_host_source_missing_compiler_is_clear_error(void **state) {
   assert_int_equal(harness_env(h, "CC=/nonexistent/cc"), 0);
   put_fixture(h, "alpha.c", "1");
   assert_int_equal(harness_start(h, NULL), 0);
-  expect_line(h, "alpha compiling: alpha.c");
+  harness_expect_line(h, "alpha compiling: alpha.c");
   expect_line_text(h, "alpha rejected: ", line, sizeof(line));
   assert_true(harness_contains(
       line, "alpha rejected: alpha.c: stage compile: cannot run the compiler "
             "'/nonexistent/cc': No such file or directory (set $CC) "
             "(HS_ENOENT); the plugin is not running"));
-  expect_status(h, "alpha", "status", "rejected");
-  expect_status(h, "alpha", "last_error.code", "HS_ENOENT");
-  expect_status(h, "alpha", "last_error.stage", "compile");
-  expect_status(h, "alpha", "last_error.message",
+  harness_expect_status(h, "alpha", "status", "rejected");
+  harness_expect_status(h, "alpha", "last_error.code", "HS_ENOENT");
+  harness_expect_status(h, "alpha", "last_error.stage", "compile");
+  harness_expect_status(h, "alpha", "last_error.message",
                 "cannot run the compiler '/nonexistent/cc': No such file or "
                 "directory (set $CC)");
   /* The host runs on: prebuilt plugins load. */
   assert_int_equal(harness_install(h, "counter_v1", "counter.so",
                                    HARNESS_RENAME, NULL),
                    0);
-  expect_line(h, "counter loaded: version 1.0, ");
+  harness_expect_line(h, "counter loaded: version 1.0, ");
   stop_clean(h);
 }
 
@@ -967,7 +945,7 @@ static void test_host_source_missing_include_is_clear_error(void **state) {
   long start = harness_log_end(h);
   assert_int_equal(harness_start(h, NULL), 0);
   h->offset = start; /* the warning comes before "started" */
-  expect_line(h, "hotswap warning: plugin sources (*.c) will not be "
+  harness_expect_line(h, "hotswap warning: plugin sources (*.c) will not be "
                  "compiled: cannot find hotswap.h for compiling plugins "
                  "(looked in /nonexistent/include; set HOTSWAP_INCLUDE)");
   expect_line_text(h, "alpha rejected: ", line, sizeof(line));
@@ -979,7 +957,7 @@ static void test_host_source_missing_include_is_clear_error(void **state) {
   assert_int_equal(harness_install(h, "counter_v1", "counter.so",
                                    HARNESS_RENAME, NULL),
                    0);
-  expect_line(h, "counter loaded: version 1.0, ");
+  harness_expect_line(h, "counter loaded: version 1.0, ");
   stop_clean(h);
 }
 
@@ -995,10 +973,10 @@ static void test_host_source_include_without_header_is_clear_error(
   long start = harness_log_end(h);
   assert_int_equal(harness_start(h, NULL), 0);
   h->offset = start;
-  expect_line(h, "hotswap warning: plugin sources (*.c) will not be "
+  harness_expect_line(h, "hotswap warning: plugin sources (*.c) will not be "
                  "compiled: cannot find hotswap.h for compiling plugins "
                  "(looked in ");
-  expect_line(h, "alpha rejected: alpha.c: stage compile: alpha.c cannot be "
+  harness_expect_line(h, "alpha rejected: alpha.c: stage compile: alpha.c cannot be "
                  "compiled: hotswap.h was not found (set HOTSWAP_INCLUDE)");
   assert_int_equal(count_since(h, start, "alpha compiling:"), 0);
   stop_clean(h);
@@ -1014,22 +992,22 @@ static void test_host_source_hanging_compiler_times_out(void **state) {
   touch_root(h, "hang");
   put_fixture(h, "alpha.c", "1");
   assert_int_equal(harness_start(h, args), 0);
-  expect_line(h, "alpha compiling: alpha.c");
+  harness_expect_line(h, "alpha compiling: alpha.c");
   expect_line_text(h, "alpha rejected: ", line, sizeof(line));
   assert_true(harness_contains(
       line, "alpha rejected: alpha.c: stage compile: the compiler timed out "
             "after 1500 ms on alpha.c (it was killed) (HS_ETIMEDOUT); the "
             "plugin is not running"));
-  expect_status(h, "alpha", "status", "rejected");
-  expect_status(h, "alpha", "last_error.code", "HS_ETIMEDOUT");
-  expect_status(h, "alpha", "last_error.stage", "compile");
+  harness_expect_status(h, "alpha", "status", "rejected");
+  harness_expect_status(h, "alpha", "last_error.code", "HS_ETIMEDOUT");
+  harness_expect_status(h, "alpha", "last_error.stage", "compile");
   /* The compiler and what it started are gone. */
   wait_no_compilers(h, "after the timeout");
   /* The host runs on. */
   assert_int_equal(harness_install(h, "counter_v1", "counter.so",
                                    HARNESS_RENAME, NULL),
                    0);
-  expect_line(h, "counter loaded: version 1.0, ");
+  harness_expect_line(h, "counter loaded: version 1.0, ");
   stop_clean(h);
 }
 
@@ -1042,13 +1020,13 @@ static void test_host_source_compiler_dies_with_host(void **state) {
   put_fixture(h, "alpha.c", "1");
   /* A clean stop while a compile hangs ends the compile. */
   assert_int_equal(harness_start(h, NULL), 0);
-  expect_line(h, "alpha compiling: alpha.c");
+  harness_expect_line(h, "alpha compiling: alpha.c");
   wait_fake_cc_procs(h, "/hang-helper", 1);
   stop_clean(h);
   wait_no_compilers(h, "after a clean stop");
   /* So does the host's death. */
   assert_int_equal(harness_start(h, NULL), 0);
-  expect_line(h, "alpha compiling: alpha.c");
+  harness_expect_line(h, "alpha compiling: alpha.c");
   wait_fake_cc_procs(h, "/hang-helper", 1);
   assert_int_equal(harness_kill(h), 0);
   wait_no_compilers(h, "after the host was killed");
@@ -1063,7 +1041,7 @@ static void test_host_source_removed_while_compiling_stops_compiler(
   touch_root(h, "hang");
   put_fixture(h, "alpha.c", "1");
   assert_int_equal(harness_start(h, NULL), 0);
-  expect_line(h, "alpha compiling: alpha.c");
+  harness_expect_line(h, "alpha compiling: alpha.c");
   wait_fake_cc_procs(h, "/hang-helper", 1);
   assert_int_equal(harness_remove(h, "alpha.c"), 0);
   wait_no_compilers(h, "after the source was removed");
@@ -1071,7 +1049,7 @@ static void test_host_source_removed_while_compiling_stops_compiler(
   assert_int_equal(harness_install(h, "counter_v1", "counter.so",
                                    HARNESS_RENAME, NULL),
                    0);
-  expect_line(h, "counter loaded: version 1.0, ");
+  harness_expect_line(h, "counter loaded: version 1.0, ");
   char json[16384], got[64];
   assert_int_equal(harness_status(h, json, sizeof(json)), 0);
   assert_int_equal(harness_json_get(json, "alpha", "status", got, sizeof(got)),
@@ -1099,7 +1077,7 @@ static void test_host_source_parallel_builds_swap_when_ready(void **state) {
   for (int i = 0; i < N; i++) {
     long from = h->offset;
     snprintf(want, sizeof(want), "%s loaded: version 1, ", names[i]);
-    expect_line(h, want);
+    harness_expect_line(h, want);
     h->offset = from;
   }
   h->offset = harness_log_end(h);
@@ -1116,9 +1094,9 @@ static void test_host_source_parallel_builds_swap_when_ready(void **state) {
   char *name = strstr(line, " compiling: ") + strlen(" compiling: ");
   snprintf(first, sizeof(first), "%.*s", (int)strcspn(name, " "), name);
   for (int i = 1; i < slots; i++)
-    expect_line(h, " compiling: ");
+    harness_expect_line(h, " compiling: ");
   snprintf(want, sizeof(want), "%.*s", (int)strlen(first) - 2, first);
-  expect_status(h, want, "status", "compiling");
+  harness_expect_status(h, want, "status", "compiling");
 
   /* The first one's compile ends: it is swapped in at once, while the
    * others are still held; then a waiting one starts. */
@@ -1127,19 +1105,19 @@ static void test_host_source_parallel_builds_swap_when_ready(void **state) {
   touch_root(h, gate);
   snprintf(want, sizeof(want), "%.*s compiled: ", (int)strlen(first) - 2,
            first);
-  long compiled = expect_line(h, want);
+  long compiled = harness_expect_line(h, want);
   assert_int_equal(harness_count(h, from, compiled, " compiling: "), slots);
   snprintf(want, sizeof(want), "%.*s reloaded: version 2, ",
            (int)strlen(first) - 2, first);
-  expect_line(h, want);
+  harness_expect_line(h, want);
   for (int i = 0; i < N; i++) {
     if (strncmp(first, names[i], strlen(names[i])) == 0)
       continue;
-    expect_status(h, names[i], "version", "1");
+    harness_expect_status(h, names[i], "version", "1");
   }
   if (slots < N) {
     h->offset = compiled;
-    expect_line(h, " compiling: ");
+    harness_expect_line(h, " compiling: ");
   }
 
   /* Everything let go: all become live. */
@@ -1148,16 +1126,16 @@ static void test_host_source_parallel_builds_swap_when_ready(void **state) {
   for (int i = 0; i < N; i++) {
     snprintf(want, sizeof(want), "%s log: load reload version 2 loads=2",
              names[i]);
-    expect_line(h, want);
+    harness_expect_line(h, want);
     h->offset = from;
     snprintf(want, sizeof(want), "%s reloaded: version 2, ", names[i]);
-    expect_line(h, want);
+    harness_expect_line(h, want);
     h->offset = from;
   }
   for (int i = 0; i < N; i++) {
     snprintf(want, sizeof(want), "%s compiling: ", names[i]);
     assert_int_equal(count_since(h, from, want), 1);
-    expect_status(h, names[i], "version", "2");
+    harness_expect_status(h, names[i], "version", "2");
   }
   h->offset = harness_log_end(h);
   stop_clean(h);
@@ -1174,27 +1152,27 @@ static void test_host_source_newer_save_supersedes_build(void **state) {
   remove_root(h, "open-all");
   remove_root(h, "done-alpha.c");
   put_fixture(h, "alpha.c", "2");
-  expect_line(h, "alpha compiling: alpha.c");
+  harness_expect_line(h, "alpha compiling: alpha.c");
   wait_root_file(h, "done-alpha.c");
-  expect_status(h, "alpha", "status", "compiling");
-  expect_status(h, "alpha", "version", "1");
+  harness_expect_status(h, "alpha", "status", "compiling");
+  harness_expect_status(h, "alpha", "version", "1");
   /* ...when version 3 is saved. A prebuilt plugin saved after it is a
    * barrier: once it is loaded, the host has seen version 3. */
   put_fixture(h, "alpha.c", "3");
   assert_int_equal(harness_install(h, "counter_v1", "beta.so",
                                    HARNESS_RENAME, NULL),
                    0);
-  expect_line(h, "beta loaded: version 1.0, ");
+  harness_expect_line(h, "beta loaded: version 1.0, ");
   touch_root(h, "open-all");
   /* Version 3 is built and goes live; version 2 never does. */
-  expect_line(h, "alpha log: load reload version 3 loads=2");
-  expect_line(h, "alpha reloaded: version 3, state v1 (16 bytes), generation "
+  harness_expect_line(h, "alpha log: load reload version 3 loads=2");
+  harness_expect_line(h, "alpha reloaded: version 3, state v1 (16 bytes), generation "
                  "2, ");
   assert_int_equal(count_since(h, from, "alpha compiling: alpha.c"), 2);
   assert_int_equal(count_since(h, from, "version 2"), 0);
   assert_int_equal(count_since(h, from, "alpha reloaded:"), 1);
-  expect_status(h, "alpha", "version", "3");
-  expect_status_num(h, "alpha", "generation", 2);
+  harness_expect_status(h, "alpha", "version", "3");
+  harness_expect_status_num(h, "alpha", "generation", 2);
   stop_clean(h);
 }
 
@@ -1248,22 +1226,22 @@ static void test_host_source_dir_plugin_loads(void **state) {
 
   write_dir_plugin(h->plugins, "multi", "u1", "t1", 7);
   assert_int_equal(harness_start(h, NULL), 0);
-  expect_line(h, "multi compiling: multi/");
-  expect_line(h, "multi log: flag 7");
-  expect_line(h, "multi log: load 1 version u1-t1");
-  expect_line(h, "multi loaded: version u1-t1, state v1 (8 bytes), "
+  harness_expect_line(h, "multi compiling: multi/");
+  harness_expect_line(h, "multi log: flag 7");
+  harness_expect_line(h, "multi log: load 1 version u1-t1");
+  harness_expect_line(h, "multi loaded: version u1-t1, state v1 (8 bytes), "
                  "generation 1, ");
-  expect_status(h, "multi", "status", "live");
-  expect_status(h, "multi", "file", "multi/");
-  expect_status(h, "multi", "last_error", "null");
+  harness_expect_status(h, "multi", "status", "live");
+  harness_expect_status(h, "multi", "file", "multi/");
+  harness_expect_status(h, "multi", "last_error", "null");
   /* A directory plugin moved in while the host runs loads too. */
   write_dir_plugin(h->root, "other", "o1", "t1", 8);
   format_to(from_path, sizeof(from_path), "%s/other", h->root);
   format_to(to_path, sizeof(to_path), "%s/other", h->plugins);
   assert_int_equal(rename(from_path, to_path), 0);
-  expect_line(h, "other compiling: other/");
-  expect_line(h, "other log: flag 8");
-  expect_line(h, "other loaded: version o1-t1, ");
+  harness_expect_line(h, "other compiling: other/");
+  harness_expect_line(h, "other log: flag 8");
+  harness_expect_line(h, "other loaded: version o1-t1, ");
   stop_clean(h);
 }
 
@@ -1272,22 +1250,22 @@ static void test_host_source_dir_plugin_edit_rebuilds(void **state) {
 
   write_dir_plugin(h->plugins, "multi", "u1", "t1", 7);
   assert_int_equal(harness_start(h, NULL), 0);
-  expect_line(h, "multi loaded: version u1-t1, ");
+  harness_expect_line(h, "multi loaded: version u1-t1, ");
   /* One of its sources changes. */
   put_text(h, "multi/util.c", "#include \"util.h\"\n"
                               "const char dir_util_version[] = \"u2-\" "
                               "UTIL_TAG;\n");
-  expect_line(h, "multi compiling: multi/");
-  expect_line(h, "multi log: load 2 version u2-t1");
-  expect_line(h, "multi reloaded: version u2-t1, state v1 (8 bytes), "
+  harness_expect_line(h, "multi compiling: multi/");
+  harness_expect_line(h, "multi log: load 2 version u2-t1");
+  harness_expect_line(h, "multi reloaded: version u2-t1, state v1 (8 bytes), "
                  "generation 2, ");
   /* Its flags change. */
   put_text(h, "multi/flags", "-DDIR_FLAG=9\n");
-  expect_line(h, "multi compiling: multi/");
-  expect_line(h, "multi log: flag 9");
-  expect_line(h, "multi reloaded: version u2-t1, state v1 (8 bytes), "
+  harness_expect_line(h, "multi compiling: multi/");
+  harness_expect_line(h, "multi log: flag 9");
+  harness_expect_line(h, "multi reloaded: version u2-t1, state v1 (8 bytes), "
                  "generation 3, ");
-  expect_status_num(h, "multi", "generation", 3);
+  harness_expect_status_num(h, "multi", "generation", 3);
   stop_clean(h);
 }
 
@@ -1308,12 +1286,12 @@ static void test_host_source_dir_header_edit_rebuilds_only_it(void **state) {
                               "#define UTIL_TAG \"t2\"\n"
                               "extern const char dir_util_version[];\n"
                               "#endif\n");
-  expect_line(h, "multi reloaded: version u1-t2, ");
+  harness_expect_line(h, "multi reloaded: version u1-t2, ");
   long barrier = harness_log_end(h);
   put_text(h, "other/util.c", "#include \"util.h\"\n"
                               "const char dir_util_version[] = \"o2-\" "
                               "UTIL_TAG;\n");
-  expect_line(h, "other reloaded: version o2-t1, ");
+  harness_expect_line(h, "other reloaded: version o2-t1, ");
   assert_int_equal(harness_count(h, from, barrier, "multi compiling:"), 1);
   assert_int_equal(harness_count(h, from, barrier, "other "), 0);
   assert_int_equal(count_since(h, from, "alpha "), 0);

@@ -17,33 +17,13 @@
 
 /* ---- helpers ----------------------------------------------------------- */
 
-static long expect_line(harness *h, const char *needle) {
-  long at = harness_wait(h, needle, NULL, 0);
-  assert_true(at >= 0);
-  return at;
-}
-
-static void expect_status(harness *h, const char *plugin, const char *key,
-                          const char *want) {
-  char got[1024];
-  assert_int_equal(harness_status_get(h, plugin, key, got, sizeof(got)), 0);
-  assert_string_equal(got, want);
-}
-
-static void expect_status_num(harness *h, const char *plugin, const char *key,
-                              long want) {
-  long got = -1;
-  assert_int_equal(harness_status_long(h, plugin, key, &got), 0);
-  assert_int_equal(got, want);
-}
-
 static void start_counter(harness *h, const char *const *args) {
   assert_int_equal(harness_install(h, "counter_v1", "counter.so",
                                    HARNESS_WRITE_NEW, NULL),
                    0);
   assert_int_equal(harness_start(h, args), 0);
-  expect_line(h, "counter log: load start version 1.0 loads=1");
-  expect_line(h, "counter loaded: version 1.0, state v1 (16 bytes), "
+  harness_expect_line(h, "counter log: load start version 1.0 loads=1");
+  harness_expect_line(h, "counter loaded: version 1.0, state v1 (16 bytes), "
                  "generation 1, from counter.so");
 }
 
@@ -52,8 +32,8 @@ static void reload_v1b(harness *h) {
   assert_int_equal(harness_install(h, "counter_v1b", "counter.so",
                                    HARNESS_RENAME, NULL),
                    0);
-  expect_line(h, "counter log: load reload version 1.1 loads=2");
-  expect_line(h, "counter reloaded: version 1.1, state v1 (16 bytes), "
+  harness_expect_line(h, "counter log: load reload version 1.1 loads=2");
+  harness_expect_line(h, "counter reloaded: version 1.1, state v1 (16 bytes), "
                  "generation 2");
 }
 
@@ -74,7 +54,7 @@ static long expect_next_tick(harness *h) {
 
 static void stop_clean(harness *h) {
   assert_int_equal(harness_stop(h), 0);
-  expect_line(h, "hotswap stopped: clean exit");
+  harness_expect_line(h, "hotswap stopped: clean exit");
 }
 
 /* ---- tests ------------------------------------------------------------- */
@@ -88,22 +68,22 @@ static void test_host_state_migrates_to_new_layout(void **state) {
                                    HARNESS_RENAME, NULL),
                    0);
   /* Tried first on a copy of the live state in the sandbox... */
-  expect_line(h, "counter sandbox: migrated v1 (16 bytes) to v2 loads=2");
+  harness_expect_line(h, "counter sandbox: migrated v1 (16 bytes) to v2 loads=2");
   /* ...then for real: unload, migrate, load on the new state. */
-  expect_line(h, "counter log: unload reload version 1.1 loads=2");
-  expect_line(h, "counter log: migrated v1 (16 bytes) to v2 loads=2");
-  expect_line(h, "counter log: load reload version 2.0 loads=3");
-  expect_line(h, "counter reloaded: version 2.0, state v2 (24 bytes), "
+  harness_expect_line(h, "counter log: unload reload version 1.1 loads=2");
+  harness_expect_line(h, "counter log: migrated v1 (16 bytes) to v2 loads=2");
+  harness_expect_line(h, "counter log: load reload version 2.0 loads=3");
+  harness_expect_line(h, "counter reloaded: version 2.0, state v2 (24 bytes), "
                  "generation 3, from counter.so");
-  expect_status(h, "counter", "status", "live");
-  expect_status(h, "counter", "version", "2.0");
-  expect_status_num(h, "counter", "state_version", 2);
-  expect_status_num(h, "counter", "state_size", 24);
-  expect_status(h, "counter", "last_error", "null");
+  harness_expect_status(h, "counter", "status", "live");
+  harness_expect_status(h, "counter", "version", "2.0");
+  harness_expect_status_num(h, "counter", "state_version", 2);
+  harness_expect_status_num(h, "counter", "state_size", 24);
+  harness_expect_status(h, "counter", "last_error", "null");
   assert_int_equal(harness_stop(h), 0);
-  expect_line(h, "counter log: unload shutdown version 2.0 loads=3");
-  expect_line(h, "counter unloaded: version 2.0 unloaded (shutdown)");
-  expect_line(h, "hotswap stopped: clean exit");
+  harness_expect_line(h, "counter log: unload shutdown version 2.0 loads=3");
+  harness_expect_line(h, "counter unloaded: version 2.0 unloaded (shutdown)");
+  harness_expect_line(h, "hotswap stopped: clean exit");
 }
 
 static void test_host_state_rejects_new_layout_without_migrate(void **state) {
@@ -126,20 +106,20 @@ static void test_host_state_rejects_new_layout_without_migrate(void **state) {
                                      "running"));
   /* Rejected in the sandbox: the live version was never stopped. */
   assert_int_equal(harness_count(h, from, at, "counter log: unload"), 0);
-  expect_status(h, "counter", "status", "live");
-  expect_status(h, "counter", "version", "1.0");
-  expect_status_num(h, "counter", "state_version", 1);
-  expect_status_num(h, "counter", "state_size", 16);
-  expect_status_num(h, "counter", "generation", 1);
-  expect_status(h, "counter", "last_error.code", "HS_ENOMIGRATE");
-  expect_status(h, "counter", "last_error.stage", "migrate");
+  harness_expect_status(h, "counter", "status", "live");
+  harness_expect_status(h, "counter", "version", "1.0");
+  harness_expect_status_num(h, "counter", "state_version", 1);
+  harness_expect_status_num(h, "counter", "state_size", 16);
+  harness_expect_status_num(h, "counter", "generation", 1);
+  harness_expect_status(h, "counter", "last_error.code", "HS_ENOMIGRATE");
+  harness_expect_status(h, "counter", "last_error.stage", "migrate");
   assert_int_equal(harness_status_get(h, "counter", "last_error.message",
                                       text, sizeof(text)),
                    0);
   assert_true(harness_contains(text, "no migrate function"));
   /* The old state is intact: the next version continues its count. */
   reload_v1b(h);
-  expect_status(h, "counter", "last_error", "null");
+  harness_expect_status(h, "counter", "last_error", "null");
   stop_clean(h);
 }
 
@@ -152,17 +132,17 @@ static void test_host_state_reset_allowed_by_option(void **state) {
   assert_int_equal(harness_install(h, "counter_v2_nomigrate", "counter.so",
                                    HARNESS_RENAME, NULL),
                    0);
-  expect_line(h, "counter log: unload reload version 1.1 loads=2");
+  harness_expect_line(h, "counter log: unload reload version 1.1 loads=2");
   /* Zeroed state: the count starts again. */
-  expect_line(h, "counter log: load reload version 2.0-nomigrate loads=1");
-  expect_line(h, "counter warning: counter.so has no migrate function: its "
+  harness_expect_line(h, "counter log: load reload version 2.0-nomigrate loads=1");
+  harness_expect_line(h, "counter warning: counter.so has no migrate function: its "
                  "state was reset to zero (--allow-state-reset)");
-  expect_line(h, "counter reloaded: version 2.0-nomigrate, state v2 (24 "
+  harness_expect_line(h, "counter reloaded: version 2.0-nomigrate, state v2 (24 "
                  "bytes), generation 3");
-  expect_status(h, "counter", "status", "live");
-  expect_status(h, "counter", "version", "2.0-nomigrate");
-  expect_status_num(h, "counter", "state_version", 2);
-  expect_status_num(h, "counter", "state_size", 24);
+  harness_expect_status(h, "counter", "status", "live");
+  harness_expect_status(h, "counter", "version", "2.0-nomigrate");
+  harness_expect_status_num(h, "counter", "state_version", 2);
+  harness_expect_status_num(h, "counter", "state_size", 24);
   stop_clean(h);
 }
 
@@ -171,7 +151,7 @@ static void test_host_state_ticks_continue_across_reloads(void **state) {
 
   assert_int_equal(harness_env(h, "FX_TICK_MS=20"), 0);
   start_counter(h, NULL);
-  expect_line(h, "counter log: tick 3");
+  harness_expect_line(h, "counter log: tick 3");
   /* Same layout: the same bytes, the count goes on. */
   reload_v1b(h);
   assert_true(expect_next_tick(h) > 3);
@@ -179,7 +159,7 @@ static void test_host_state_ticks_continue_across_reloads(void **state) {
   assert_int_equal(harness_install(h, "counter_v2", "counter.so",
                                    HARNESS_RENAME, NULL),
                    0);
-  expect_line(h, "counter reloaded: version 2.0, state v2 (24 bytes)");
+  harness_expect_line(h, "counter reloaded: version 2.0, state v2 (24 bytes)");
   expect_next_tick(h);
   /* The validator never ticks: it has no loop. */
   assert_int_equal(harness_count(h, 0, -1, "counter sandbox: tick"), 0);
