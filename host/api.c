@@ -2,8 +2,11 @@
 #include "api.h"
 
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "loader.h"
 #include "log.h"
 
 static void api_log(hs_ctx *ctx, hs_log_level level, const char *fmt, ...)
@@ -46,6 +49,159 @@ static int api_tick_start(hs_ctx *ctx, uint32_t interval_ms) {
 
 static void api_tick_stop(hs_ctx *ctx) { hs_api_ctx_stop(ctx); }
 
+/* ---- event services (ABI 2) ---- */
+
+static uint32_t to_epoll(uint32_t events) {
+  return (events & HS_IO_READ ? EPOLLIN | EPOLLRDHUP : 0) |
+         (events & HS_IO_WRITE ? EPOLLOUT : 0);
+}
+
+static hs_fdreg *find_fd(hs_ctx *ctx, int fd) {
+  for (hs_fdreg *r = ctx->fds; r; r = r->next)
+    if (r->fd == fd)
+      return r;
+  return NULL;
+}
+
+/* A watched fd is ready: to the version that is live now. */
+static void fd_cb(hs_io *io, uint32_t ev) {
+  hs_fdreg *r = io->data;
+  hs_ctx *ctx = r->ctx;
+  const hs_plugin *d = ctx->desc;
+  if (!d || !HS_DESC_HAS(d, on_io) || !d->on_io) {
+    hs_loop_io_modify(io, 0); /* nobody to tell: pause until a load */
+    return;
+  }
+  uint32_t events = (ev & (EPOLLIN | EPOLLRDHUP) ? HS_IO_READ : 0) |
+                    (ev & EPOLLOUT ? HS_IO_WRITE : 0) |
+                    (ev & (EPOLLHUP | EPOLLERR) ? HS_IO_HUP | HS_IO_READ : 0);
+  d->on_io(ctx, ctx->state, r->fd, events, r->token);
+}
+
+static int api_io_watch(hs_ctx *ctx, int fd, uint32_t events,
+                        uint64_t token) {
+  const hs_plugin *d = ctx->desc;
+  if (fd < 0 || !d || !HS_DESC_HAS(d, on_io) || !d->on_io)
+    return HS_EINVAL;
+  if (ctx->sandbox || !ctx->loop)
+    return 0;
+  hs_fdreg *r = find_fd(ctx, fd);
+  if (r) {
+    int rc = hs_loop_io_modify(&r->io, to_epoll(events));
+    if (rc != 0)
+      return rc;
+    r->events = events & (HS_IO_READ | HS_IO_WRITE);
+    r->token = token;
+    return 0;
+  }
+  if (!(r = calloc(1, sizeof(*r))))
+    return HS_ENOMEM;
+  r->ctx = ctx;
+  r->fd = fd;
+  r->events = events & (HS_IO_READ | HS_IO_WRITE);
+  r->token = token;
+  int rc = hs_loop_io_start(ctx->loop, &r->io, fd, to_epoll(events), fd_cb, r);
+  if (rc != 0) {
+    free(r);
+    return rc;
+  }
+  r->next = ctx->fds;
+  ctx->fds = r;
+  return 0;
+}
+
+/* Unlinks fd's registration and returns it (or NULL). */
+static hs_fdreg *take_fd(hs_ctx *ctx, int fd) {
+  for (hs_fdreg **p = &ctx->fds; *p; p = &(*p)->next)
+    if ((*p)->fd == fd) {
+      hs_fdreg *r = *p;
+      *p = r->next;
+      hs_loop_io_stop(&r->io);
+      return r;
+    }
+  return NULL;
+}
+
+static int api_io_unwatch(hs_ctx *ctx, int fd) {
+  if (ctx->sandbox || !ctx->loop)
+    return 0;
+  hs_fdreg *r = take_fd(ctx, fd);
+  free(r);
+  return r ? 0 : HS_ENOENT;
+}
+
+static int api_io_close(hs_ctx *ctx, int fd) {
+  if (ctx->sandbox || !ctx->loop)
+    return 0;
+  hs_fdreg *r = take_fd(ctx, fd);
+  if (!r)
+    return HS_ENOENT;
+  close(r->fd);
+  free(r);
+  return 0;
+}
+
+static void timer_cb(hs_timer *t) {
+  hs_timerreg *r = t->data;
+  hs_ctx *ctx = r->ctx;
+  const hs_plugin *d = ctx->desc;
+  uint64_t token = r->token;
+  if (r->repeat_ms == 0) {
+    /* One-shot: gone before the callback, which may start another. */
+    for (hs_timerreg **p = &ctx->timers; *p; p = &(*p)->next)
+      if (*p == r) {
+        *p = r->next;
+        break;
+      }
+    free(r);
+  }
+  if (d && HS_DESC_HAS(d, on_timer) && d->on_timer)
+    d->on_timer(ctx, ctx->state, token);
+}
+
+static int64_t api_timer_start(hs_ctx *ctx, uint64_t after_ms,
+                               uint64_t repeat_ms, uint64_t token) {
+  const hs_plugin *d = ctx->desc;
+  if (!d || !HS_DESC_HAS(d, on_timer) || !d->on_timer)
+    return HS_EINVAL;
+  if (ctx->sandbox || !ctx->loop)
+    return ++ctx->next_timer_id;
+  hs_timerreg *r = calloc(1, sizeof(*r));
+  if (!r)
+    return HS_ENOMEM;
+  r->ctx = ctx;
+  r->id = ++ctx->next_timer_id;
+  r->token = token;
+  r->repeat_ms = repeat_ms;
+  hs_loop_timer_init(&r->timer, timer_cb, r);
+  if (hs_loop_timer_start(ctx->loop, &r->timer, after_ms * 1000000u,
+                          repeat_ms * 1000000u) != 0) {
+    free(r);
+    return HS_ENOMEM;
+  }
+  r->next = ctx->timers;
+  ctx->timers = r;
+  return r->id;
+}
+
+static int api_timer_stop(hs_ctx *ctx, int64_t id) {
+  if (ctx->sandbox || !ctx->loop)
+    return 0;
+  for (hs_timerreg **p = &ctx->timers; *p; p = &(*p)->next)
+    if ((*p)->id == id) {
+      hs_timerreg *r = *p;
+      *p = r->next;
+      hs_loop_timer_stop(&r->timer);
+      free(r);
+      return 0;
+    }
+  return HS_ENOENT;
+}
+
+static const char *api_config_get(hs_ctx *ctx, const char *key) {
+  return hs_config_get(&ctx->config, key);
+}
+
 static const hs_api api = {
     .abi_version = HS_ABI_VERSION,
     .size = sizeof(hs_api),
@@ -56,6 +212,12 @@ static const hs_api api = {
     .in_sandbox = api_in_sandbox,
     .tick_start = api_tick_start,
     .tick_stop = api_tick_stop,
+    .io_watch = api_io_watch,
+    .io_unwatch = api_io_unwatch,
+    .io_close = api_io_close,
+    .timer_start = api_timer_start,
+    .timer_stop = api_timer_stop,
+    .config_get = api_config_get,
 };
 
 const hs_api *hs_api_get(void) { return &api; }
@@ -80,4 +242,26 @@ void hs_api_ctx_init(hs_ctx *ctx, const char *name, const char *dir,
 void hs_api_ctx_stop(hs_ctx *ctx) {
   hs_loop_timer_stop(&ctx->tick);
   ctx->tick_ms = 0;
+}
+
+void hs_api_ctx_release(hs_ctx *ctx) {
+  hs_api_ctx_stop(ctx);
+  while (ctx->fds) {
+    hs_fdreg *r = ctx->fds;
+    ctx->fds = r->next;
+    hs_loop_io_stop(&r->io);
+    close(r->fd);
+    free(r);
+  }
+  while (ctx->timers) {
+    hs_timerreg *r = ctx->timers;
+    ctx->timers = r->next;
+    hs_loop_timer_stop(&r->timer);
+    free(r);
+  }
+}
+
+void hs_api_ctx_resume(hs_ctx *ctx) {
+  for (hs_fdreg *r = ctx->fds; r; r = r->next)
+    hs_loop_io_modify(&r->io, to_epoll(r->events));
 }

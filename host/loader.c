@@ -10,6 +10,7 @@
 static const size_t min_desc_size[] = {
     0,
     HS_PLUGIN_SIZE_V1,
+    HS_PLUGIN_SIZE_V2,
 };
 _Static_assert(sizeof(min_desc_size) / sizeof(min_desc_size[0]) ==
                    HS_ABI_VERSION + 1,

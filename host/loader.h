@@ -14,8 +14,16 @@ typedef struct hs_image {
   const hs_plugin *desc;  /* the plugin's descriptor, inside the image */
 } hs_image;
 
-/* The smallest descriptor a plugin of ABI 1 may have. */
-#define HS_PLUGIN_SIZE_V1 sizeof(hs_plugin)
+#include <stddef.h>
+
+/* The smallest descriptor a plugin of each ABI version may have. */
+#define HS_PLUGIN_SIZE_V1 offsetof(hs_plugin, on_io)
+#define HS_PLUGIN_SIZE_V2 sizeof(hs_plugin)
+
+/* 1 if the descriptor d is large enough to hold member m (a plugin built
+ * for an older ABI has none of the later members). */
+#define HS_DESC_HAS(d, m)                                                      \
+  ((d)->size >= offsetof(hs_plugin, m) + sizeof((d)->m))
 
 /* The largest state a plugin may ask for (1 GiB). */
 #define HS_STATE_SIZE_MAX (1u << 30)

@@ -69,6 +69,9 @@ static hs_slot *slot_new(hs_registry *reg, const char *file) {
     return NULL;
   }
   hs_api_ctx_init(&slot->ctx, slot->name, reg->dir, reg->loop, 0);
+  char conf[NAME_MAX + 8];
+  snprintf(conf, sizeof(conf), "%s.conf", slot->name);
+  hs_config_load(&slot->ctx.config, reg->dirfd, conf);
   reg->slots[reg->nslots++] = slot;
   return slot;
 }
@@ -113,6 +116,8 @@ static void slot_free(hs_registry *reg, hs_slot *slot, const char *end) {
   hs_cache_remove(reg->cache, &slot->candidate);
   hs_error_set(&e, HS_ENOENT, "", "%s", end);
   slot_done(slot, &e);
+  hs_api_ctx_release(&slot->ctx);
+  hs_config_free(&slot->ctx.config);
   hs_state_free(&slot->state);
   hs_build_free(&slot->build, reg->cache);
   free(slot->name);
@@ -558,8 +563,43 @@ static void dir_changed(hs_registry *reg, const char *file) {
   slot_changed(slot);
 }
 
+/* NAME.conf changed, appeared or went away: the plugin's on_config() is
+ * told, or, without one, the plugin is reloaded (with the same code, so
+ * that its load() reads the new values). */
+static void config_changed(hs_registry *reg, const char *file) {
+  char stem[NAME_MAX + 1];
+  snprintf(stem, sizeof(stem), "%.*s", (int)(strlen(file) - 5), file);
+  hs_slot *slot = hs_registry_find(reg, stem);
+  if (!slot)
+    return;
+  uint64_t before = slot->ctx.config.hash;
+  int rc = hs_config_load(&slot->ctx.config, reg->dirfd, file);
+  if (rc != 0)
+    hs_log(HS_LOG_WARN, slot->name, "warning", "cannot read %s: %s", file,
+           hs_strerror(rc));
+  if (slot->ctx.config.hash == before)
+    return;
+  const hs_plugin *d = slot->loaded ? slot->img.desc : NULL;
+  if (d && HS_DESC_HAS(d, on_config) && d->on_config) {
+    hs_log(HS_LOG_INFO, slot->name, "config", "%s changed; on_config()",
+           file);
+    d->on_config(&slot->ctx, slot->state.data);
+    return;
+  }
+  if (!slot->loaded && slot->generation == 0 && !slot->last_error.code)
+    return; /* its first load is under way and reads the new file */
+  hs_log(HS_LOG_INFO, slot->name, "config", "%s changed; reloading %s", file,
+         slot->name);
+  slot->force = 1;
+  slot_changed(slot);
+}
+
 void hs_registry_changed(hs_registry *reg, const char *file) {
   int source = hs_build_is_source(file);
+  if (has_ext(file, ".conf")) {
+    config_changed(reg, file);
+    return;
+  }
   struct stat st;
   if (strchr(file, '/') ||
       (file[0] != '.' && fstatat(reg->dirfd, file, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
@@ -619,6 +659,10 @@ void hs_registry_removed(hs_registry *reg, const char *file) {
   }
   if (has_ext(file, ".flags") || has_ext(file, ".h")) {
     inputs_changed(reg, file, NULL);
+    return;
+  }
+  if (has_ext(file, ".conf")) {
+    config_changed(reg, file);
     return;
   }
   snprintf(slash, sizeof(slash), "%.*s/", (int)strcspn(file, "/"), file);

@@ -5,6 +5,8 @@
  * its verdict, on fd 4. See sandbox.h.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -148,6 +150,9 @@ int hs_sandbox_child_main(int argc, char **argv) {
 
   hs_api_ctx_init(&ctx, name, dir, NULL, 1);
   ctx.desc = desc;
+  char conf[PATH_MAX];
+  snprintf(conf, sizeof(conf), "%s/%s.conf", dir, name);
+  hs_config_load(&ctx.config, AT_FDCWD, conf); /* load() may read it */
   report("stage migrate");
   if (has_state) {
     rc = hs_state_migrate(&live, desc, &ctx, allow_reset, file, &st, NULL,

@@ -46,6 +46,8 @@ static int first_load(hs_slot *slot, const hs_plugin *d, int *was_reset,
   int rc = d->load(&slot->ctx, st.data, reason);
   if (rc != 0) {
     load_failed(slot, rc, "", err);
+    if (reason == HS_LOAD_START)
+      hs_api_ctx_release(&slot->ctx); /* what it registered dies with it */
     ctx_use(slot, NULL, NULL);
     hs_state_free(&st);
     return err->code;
@@ -120,6 +122,7 @@ int hs_swap_in(hs_slot *slot, hs_image *img, hs_cache_file *cand,
              slot->img.desc->version);
     slot->loaded = 1;
     slot->generation++;
+    hs_api_ctx_resume(&slot->ctx);
   }
   *pause_ns = hs_now_ns() - t0;
   return rc;
@@ -132,6 +135,8 @@ void hs_swap_out(hs_slot *slot, hs_unload_reason reason) {
   ctx_use(slot, slot->img.desc, slot->state.data);
   slot->img.desc->unload(&slot->ctx, slot->state.data, reason);
   ctx_use(slot, NULL, NULL);
+  /* Gone for good (removed, shutdown): so are its fds and timers. */
+  hs_api_ctx_release(&slot->ctx);
   hs_worker_close(&slot->reg->worker, slot->name, &slot->img, &slot->copy);
   slot->loaded = 0;
 }

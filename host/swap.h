@@ -27,8 +27,8 @@ int hs_swap_in(hs_slot *slot, hs_image *img, hs_cache_file *cand,
                uint64_t *pause_ns, int *was_reset, hs_error *err);
 
 /* Unloads the live version with reason; the worker closes its image and
- * removes its copy. The state is kept in the slot. Harmless when nothing
- * is live. */
+ * removes its copy; the fds and timers it registered are closed and
+ * stopped. The state is kept in the slot. Harmless when nothing is live. */
 void hs_swap_out(hs_slot *slot, hs_unload_reason reason);
 
 #endif /* HS_SWAP_H */

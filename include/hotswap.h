@@ -29,7 +29,7 @@ extern "C" {
 
 /* ---- identity ---------------------------------------------------------- */
 
-#define HS_ABI_VERSION 1            /* bumped whenever a member is appended */
+#define HS_ABI_VERSION 2            /* bumped whenever a member is appended */
 
 #define HS_VERSION_MAJOR 0
 #define HS_VERSION_MINOR 1
@@ -101,6 +101,11 @@ typedef enum {
   HS_UNLOAD_UPGRADE = 4   /* the host is about to re-execute itself */
 } hs_unload_reason;
 
+/* Readiness of a watched fd (hs_api.io_watch, hs_plugin.on_io). */
+#define HS_IO_READ 1u  /* readable (or the peer closed: a read sees it) */
+#define HS_IO_WRITE 2u /* writable */
+#define HS_IO_HUP 4u   /* reported only: hang-up or error on the fd */
+
 /* Log levels of hs_api.log. */
 typedef enum {
   HS_LOG_DEBUG = 0,
@@ -147,6 +152,35 @@ typedef struct hs_api {
   int (*tick_start)(hs_ctx *ctx, uint32_t interval_ms);
   /* Stops the ticks started by tick_start(); harmless when none run. */
   void (*tick_stop)(hs_ctx *ctx);
+
+  /*
+   * Since ABI 2: event services. The host owns every registration and keeps
+   * it across reloads: the version that is live gets the events of the fds
+   * and timers an older one registered (keep the fds, plain integers, in
+   * the state). When the plugin is removed the host closes its fds and
+   * stops its timers. In the sandbox these do nothing and return 0 (the
+   * live fds do not exist there): check in_sandbox() before fd work.
+   */
+  /* Watches fd for HS_IO_READ and/or HS_IO_WRITE; on_io() gets token with
+   * each readiness. On a watched fd, changes events and token; events 0
+   * keeps the registration, paused. Returns 0, HS_EINVAL (fd < 0 or no
+   * on_io), or -errno from epoll (HS_EPERM for a regular file). */
+  int (*io_watch)(hs_ctx *ctx, int fd, uint32_t events, uint64_t token);
+  /* Forgets fd's registration; the fd stays open. 0 or HS_ENOENT. */
+  int (*io_unwatch)(hs_ctx *ctx, int fd);
+  /* Forgets fd's registration and closes fd. 0 or HS_ENOENT (not closed). */
+  int (*io_close)(hs_ctx *ctx, int fd);
+  /* Starts a timer: on_timer() with token after after_ms, then every
+   * repeat_ms unless 0. Returns its id (>= 1), HS_EINVAL (no on_timer) or
+   * HS_ENOMEM. */
+  int64_t (*timer_start)(hs_ctx *ctx, uint64_t after_ms, uint64_t repeat_ms,
+                         uint64_t token);
+  /* Stops timer id. 0, or HS_ENOENT (no such timer: a one-shot timer is
+   * gone once it fired). */
+  int (*timer_stop)(hs_ctx *ctx, int64_t id);
+  /* The value of key in the plugin's NAME.conf (lines "key = value", '#'
+   * comments), or NULL. Valid until the callback returns. */
+  const char *(*config_get)(hs_ctx *ctx, const char *key);
 } hs_api;
 
 /*
@@ -183,6 +217,15 @@ typedef struct hs_plugin {
   /* Optional. Run only in the validation sandbox, after load(). Returns 0
    * if this version works, a negative code if it must not be swapped in. */
   int (*selftest)(hs_ctx *ctx, void *state);
+
+  /* Since ABI 2. Optional: a watched fd is ready (events: HS_IO_*). */
+  void (*on_io)(hs_ctx *ctx, void *state, int fd, uint32_t events,
+                uint64_t token);
+  /* Since ABI 2. Optional: a timer fired. */
+  void (*on_timer)(hs_ctx *ctx, void *state, uint64_t token);
+  /* Since ABI 2. Optional: NAME.conf changed (appeared, went away).
+   * Without it, a change of NAME.conf reloads the plugin. */
+  void (*on_config)(hs_ctx *ctx, void *state);
 } hs_plugin;
 
 /* The type of the entry symbol. Returns the descriptor, or NULL to refuse. */

@@ -429,14 +429,14 @@ static void test_sandbox_rejects_null_descriptor(void **state) {
 static void test_sandbox_rejects_wrong_abi(void **state) {
   expect_rejected(*state, FIXTURE("bad_abi"), HS_EABI, "abi",
                   "counter.so was built for plugin ABI 99; this host speaks "
-                  "ABI 1",
+                  "ABI 2",
                   "");
 }
 
 static void test_sandbox_rejects_short_descriptor(void **state) {
   char text[128];
   snprintf(text, sizeof(text),
-           "descriptor of counter.so is 16 bytes; ABI 1 needs at least %zu",
+           "descriptor of counter.so is 16 bytes; ABI 2 needs at least %zu",
            sizeof(hs_plugin));
   expect_rejected(*state, FIXTURE("bad_size"), HS_EDESC, "abi", text, "");
 }

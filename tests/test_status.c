@@ -183,7 +183,7 @@ static int setup(void **state) {
 
   slot_fill(f, &f->rejected, 1, "meter");
   hs_error_set(&f->rejected.last_error, HS_EABI, "abi",
-               "meter.so was built for ABI 2, this host speaks ABI 1");
+               "meter.so was built for ABI 2, this host speaks ABI 2");
 
   slot_fill(f, &f->validating, 2, "slow");
   f->validating.loaded = 1;
@@ -256,7 +256,7 @@ static void test_status_text_header(void **state) {
   hs_status_host h = host_of();
   char *text = format(f, &h, 0);
 
-  assert_non_null(strstr(text, "hotswap " HS_VERSION_STRING " (ABI 1), pid "
+  assert_non_null(strstr(text, "hotswap " HS_VERSION_STRING " (ABI 2), pid "
                                "4242, up "));
   assert_non_null(strstr(text, ", plugins in /srv/plugins\n"));
   assert_int_equal(strncmp(text, "hotswap ", 8), 0);
@@ -297,7 +297,7 @@ static void test_status_text_rejected_plugin(void **state) {
   assert_non_null(strstr(b, "loaded at    never\n"));
   assert_non_null(strstr(b, "last reload  none\n"));
   assert_non_null(strstr(b, "last error   HS_EABI in stage abi: meter.so was "
-                            "built for ABI 2, this host speaks ABI 1"));
+                            "built for ABI 2, this host speaks ABI 2"));
   free(b);
   free(text);
 }
@@ -358,7 +358,7 @@ static void test_status_json_exact(void **state) {
   fixture *f = *state;
   hs_status_host h = host_of();
   static const char head[] = "{\"host\":{\"pid\":4242,\"version\":\"0.1.0\","
-                             "\"abi\":1,\"uptime_s\":";
+                             "\"abi\":2,\"uptime_s\":";
   char *json = format(f, &h, 1);
   const char *plugins;
 
@@ -384,7 +384,7 @@ static void test_status_json_exact(void **state) {
       "\"state_version\":0,\"state_size\":0,\"generation\":0,"
       "\"file\":\"meter.so\",\"loaded_at\":null,\"reloads\":0,"
       "\"last_error\":{\"code\":\"HS_EABI\",\"stage\":\"abi\","
-      "\"message\":\"meter.so was built for ABI 2, this host speaks ABI 1\"},"
+      "\"message\":\"meter.so was built for ABI 2, this host speaks ABI 2\"},"
       "\"last_reload\":null},"
       "{\"name\":\"slow\",\"status\":\"validating\",\"version\":\"0.9\","
       "\"state_version\":3,\"state_size\":0,\"generation\":1,"

@@ -213,7 +213,7 @@ static void test_worker_open_bad_file_returns_loader_error(void **state) {
                     "counter.so does not export hotswap_plugin_entry");
   expect_open_error(e, "bad_abi", HS_EABI, "abi",
                     "counter.so was built for plugin ABI 99; this host "
-                    "speaks ABI 1");
+                    "speaks ABI 2");
   expect_open_error(e, "bad_null", HS_EDESC, "entry",
                     "hotswap_plugin_entry of counter.so returned NULL");
 }
