@@ -15,10 +15,13 @@
 #define HS_SOURCE_INCLUDE_DIR "/usr/local/include"
 #endif
 
-/* Reads a whole file (at most 64 MiB). Returns 0 with *buf (caller frees,
- * NUL-terminated) and *len, or -errno. */
+/* Reads a whole file (at most 64 MiB). Names relative to dirfd (the
+ * plugin directory) are not followed if they are symbolic links; absolute
+ * ones (headers from a depfile, which may well be links) are. Returns 0
+ * with *buf (caller frees, NUL-terminated) and *len, or -errno. */
 static int read_all(int dirfd, const char *name, char **buf, size_t *len) {
-  int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  int fd = openat(dirfd, name,
+                  O_RDONLY | O_CLOEXEC | (name[0] == '/' ? 0 : O_NOFOLLOW));
   struct stat st;
   if (fd < 0)
     return -errno;
@@ -446,8 +449,10 @@ void hs_build_store(hs_build *b, hs_cache *cache, uint64_t key, char *name) {
     if (b->nout < HS_BUILD_KEEP) {
       i = b->nout++;
     } else {
-      i = b->next;
-      b->next = (b->next + 1) % HS_BUILD_KEEP;
+      i = 0; /* the oldest goes */
+      for (unsigned j = 1; j < b->nout; j++)
+        if (b->out[j].age < b->out[i].age)
+          i = j;
     }
   }
   if (b->out[i].name) {
@@ -456,6 +461,7 @@ void hs_build_store(hs_build *b, hs_cache *cache, uint64_t key, char *name) {
   }
   b->out[i].key = key;
   b->out[i].name = name;
+  b->out[i].age = ++b->clock;
 }
 
 void hs_build_free(hs_build *b, hs_cache *cache) {

@@ -43,8 +43,10 @@ typedef struct hs_build {
   struct {
     uint64_t key;
     char *name;       /* owned: output file name in the cache dir */
+    uint64_t age;     /* when it was stored; the smallest goes first */
   } out[HS_BUILD_KEEP];
-  unsigned nout, next; /* entries used; slot to replace next */
+  unsigned nout;      /* entries used */
+  uint64_t clock;     /* stamps the ages */
   uint64_t failed_key; /* inputs that failed to compile last time */
 } hs_build;
 
@@ -73,8 +75,8 @@ const char *hs_build_lookup(const hs_build *b, uint64_t key);
 /*
  * Builds the compiler's argv for stem (owned by the caller: free with
  * hs_build_argv_free): $CC -shared -fPIC -O2 -g -Wall -fvisibility=hidden
- * -I<include> -I<dir> [-I<dir>/stem] -MMD -MF <dep> -o <out> <sources>
- * [words of the flags file]. The sources are stem.c, or stem/ *.c in name
+ * -MMD [-fdiagnostics-color=always] [-Werror] -I<include> -I<dir> -MF <dep>
+ * -o <out> [-I<dir>/stem] <sources> [words of the flags file]. The sources are stem.c, or stem/ *.c in name
  * order. out and dep are absolute paths in the cache. Returns NULL when out
  * of memory or when a directory plugin has no .c file.
  */
@@ -93,8 +95,9 @@ int hs_build_read_deps(hs_build *b, const char *depfile, const char *dir);
 /* Returns 1 if the last build of b read the file at path. */
 int hs_build_depends_on(const hs_build *b, const char *path);
 
-/* Remembers name (taken over) as the output for key, removing the oldest
- * output from the cache when HS_BUILD_KEEP are kept. */
+/* Remembers name (taken over) as the newest output, for key (replacing
+ * what key had), removing the oldest output from the cache when
+ * HS_BUILD_KEEP are kept. */
 void hs_build_store(hs_build *b, hs_cache *cache, uint64_t key, char *name);
 
 /* Removes every output of b from the cache and frees b's memory. */
