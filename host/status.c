@@ -88,6 +88,35 @@ static void text_field(hs_buf *out, const char *label) {
   hs_buf_printf(out, "%-13s", label);
 }
 
+static const char *events_word(uint32_t ev) {
+  static const char *const words[] = {"paused", "read", "write",
+                                      "read+write"};
+  return words[ev & 3];
+}
+
+/* The fds and timers the plugin registered: "7 (read), 9 (read+write)". */
+static void text_registrations(hs_buf *out, const hs_slot *s) {
+  text_field(out, "fds");
+  if (!s->ctx.fds)
+    hs_buf_puts(out, "none");
+  for (const hs_fdreg *r = s->ctx.fds; r; r = r->next)
+    hs_buf_printf(out, "%s%d (%s)", r == s->ctx.fds ? "" : ", ", r->fd,
+                  events_word(r->events));
+  hs_buf_puts(out, "\n");
+  text_field(out, "timers");
+  if (!s->ctx.timers)
+    hs_buf_puts(out, "none");
+  for (const hs_timerreg *t = s->ctx.timers; t; t = t->next) {
+    hs_buf_printf(out, "%s#%" PRId64, t == s->ctx.timers ? "" : ", ", t->id);
+    if (t->repeat_ms)
+      hs_buf_printf(out, " (every %" PRIu64 " ms)", t->repeat_ms);
+  }
+  if (s->ctx.tick_ms)
+    hs_buf_printf(out, "%sticks every %" PRIu32 " ms",
+                  s->ctx.timers ? ", " : "", s->ctx.tick_ms);
+  hs_buf_puts(out, "\n");
+}
+
 static void format_text_slot(hs_buf *out, const hs_slot *s) {
   char version[sizeof s->version + 1];
 
@@ -138,6 +167,7 @@ static void format_text_slot(hs_buf *out, const hs_slot *s) {
   else
     hs_buf_printf(out, "%s: %s\n", hs_err_name(s->last_error.code),
                   s->last_error.msg);
+  text_registrations(out, s);
 }
 
 static void format_text(hs_buf *out, const hs_registry *reg,
@@ -208,7 +238,20 @@ static void format_json_slot(hs_buf *out, const hs_slot *s) {
                   s->last.pause_ns / 1000);
   else
     hs_buf_puts(out, "null");
-  hs_buf_puts(out, "}");
+  hs_buf_puts(out, ",\"fds\":[");
+  for (const hs_fdreg *r = s->ctx.fds; r; r = r->next)
+    hs_buf_printf(out,
+                  "%s{\"fd\":%d,\"events\":\"%s\",\"token\":%" PRIu64 "}",
+                  r == s->ctx.fds ? "" : ",", r->fd, events_word(r->events),
+                  r->token);
+  hs_buf_puts(out, "],\"timers\":[");
+  for (const hs_timerreg *t = s->ctx.timers; t; t = t->next)
+    hs_buf_printf(out,
+                  "%s{\"id\":%" PRId64 ",\"repeat_ms\":%" PRIu64
+                  ",\"token\":%" PRIu64 "}",
+                  t == s->ctx.timers ? "" : ",", t->id, t->repeat_ms,
+                  t->token);
+  hs_buf_printf(out, "],\"tick_ms\":%" PRIu32 "}", s->ctx.tick_ms);
 }
 
 static void format_json(hs_buf *out, const hs_registry *reg,

@@ -18,7 +18,8 @@ typedef struct hs_status_host {
  * For each plugin: name, state (live, rejected, validating, compiling,
  * unloaded), version
  * string, state version and size, generation, file, loaded-at, reload
- * count, last error (code name, stage, message) and the last reload's
+ * count, last error (code name, stage, message), the fds and timers it
+ * registered (ABI 2 event services) and the last reload's
  * timings in microseconds. JSON is one object:
  *   {"host":{...},"plugins":[{...},...]}
  * Returns 0 or HS_ENOMEM.

@@ -139,6 +139,8 @@ typedef struct fixture {
   hs_registry reg;
   hs_slot *slots[4];
   hs_slot live, rejected, validating, unloaded;
+  hs_fdreg fds[2];        /* what "counter" registered */
+  hs_timerreg timer;
   char names[4][16];
   char files[4][16];
   char dir[32];
@@ -180,6 +182,20 @@ static int setup(void **state) {
   f->live.last.validated_ns = 3100000;
   f->live.last.swapped_ns = 3400000;
   f->live.last.pause_ns = 85000;
+  /* Its listening socket and a connection, a timer, ticks. */
+  f->fds[0].fd = 7;
+  f->fds[0].events = HS_IO_READ;
+  f->fds[0].token = 0;
+  f->fds[0].next = &f->fds[1];
+  f->fds[1].fd = 9;
+  f->fds[1].events = HS_IO_READ | HS_IO_WRITE;
+  f->fds[1].token = 3;
+  f->live.ctx.fds = &f->fds[0];
+  f->timer.id = 1;
+  f->timer.repeat_ms = 100;
+  f->timer.token = 5;
+  f->live.ctx.timers = &f->timer;
+  f->live.ctx.tick_ms = 1000;
 
   slot_fill(f, &f->rejected, 1, "meter");
   hs_error_set(&f->rejected.last_error, HS_EABI, "abi",
@@ -281,7 +297,10 @@ static void test_status_text_live_plugin_fields(void **state) {
                          "reloads      1\n"
                          "last reload  validated 3.1 ms, swapped 3.4 ms, "
                          "pause 85 us\n"
-                         "last error   none");
+                         "last error   none\n"
+                         "fds          7 (read), 9 (read+write)\n"
+                         "timers       #1 (every 100 ms), ticks every 1000 "
+                         "ms");
   free(b);
   free(text);
 }
@@ -379,21 +398,27 @@ static void test_status_json_exact(void **state) {
       "\"file\":\"counter.so\",\"loaded_at\":\"2026-11-25T00:00:00Z\","
       "\"reloads\":1,\"last_error\":null,"
       "\"last_reload\":{\"validated_us\":3100,\"swapped_us\":3400,"
-      "\"pause_us\":85}},"
+      "\"pause_us\":85},"
+      "\"fds\":[{\"fd\":7,\"events\":\"read\",\"token\":0},"
+      "{\"fd\":9,\"events\":\"read+write\",\"token\":3}],"
+      "\"timers\":[{\"id\":1,\"repeat_ms\":100,\"token\":5}],"
+      "\"tick_ms\":1000},"
       "{\"name\":\"meter\",\"status\":\"rejected\",\"version\":null,"
       "\"state_version\":0,\"state_size\":0,\"generation\":0,"
       "\"file\":\"meter.so\",\"loaded_at\":null,\"reloads\":0,"
       "\"last_error\":{\"code\":\"HS_EABI\",\"stage\":\"abi\","
       "\"message\":\"meter.so was built for ABI 2, this host speaks ABI 2\"},"
-      "\"last_reload\":null},"
+      "\"last_reload\":null,\"fds\":[],\"timers\":[],\"tick_ms\":0},"
       "{\"name\":\"slow\",\"status\":\"validating\",\"version\":\"0.9\","
       "\"state_version\":3,\"state_size\":0,\"generation\":1,"
       "\"file\":\"slow.so\",\"loaded_at\":\"2026-11-25T01:01:01Z\","
-      "\"reloads\":0,\"last_error\":null,\"last_reload\":null},"
+      "\"reloads\":0,\"last_error\":null,\"last_reload\":null,"
+      "\"fds\":[],\"timers\":[],\"tick_ms\":0},"
       "{\"name\":\"gone\",\"status\":\"unloaded\",\"version\":null,"
       "\"state_version\":0,\"state_size\":0,\"generation\":0,"
       "\"file\":\"gone.so\",\"loaded_at\":null,\"reloads\":0,"
-      "\"last_error\":null,\"last_reload\":null}"
+      "\"last_error\":null,\"last_reload\":null,"
+      "\"fds\":[],\"timers\":[],\"tick_ms\":0}"
       "]}\n");
   free(json);
 }
