@@ -10,7 +10,8 @@
  *    coming back through the zygote), and end to end from the driver's
  *    clock: rename into place -> "reloaded" (build, validation, swap).
  * The two alternate, N rounds, so that both see the same load. Prints
- * medians with min and max. Usage: bench_build HOTSWAP_BIN SRC_DIR [N]
+ * medians with min and max. Usage: bench_build [HOTSWAP_BIN SRC_DIR [N]]
+ * (by default the host and the source tree it was built with).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -85,12 +86,13 @@ static void wait_line(FILE *in, const char *needle, char *buf, size_t len) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 3) {
-    fprintf(stderr, "usage: bench_build HOTSWAP_BIN SRC_DIR [N]\n");
+  if (argc == 2) {
+    fprintf(stderr, "usage: bench_build [HOTSWAP_BIN SRC_DIR [N]]\n");
     return 2;
   }
-  const char *bin = argv[1], *src = argv[2];
-  int n = argc > 3 ? atoi(argv[3]) : 15;
+  const char *bin = argc > 2 ? argv[1] : HS_BENCH_BIN;
+  const char *src = argc > 2 ? argv[2] : HS_BENCH_SOURCE_DIR;
+  int n = argc > 3 ? atoi(argv[3]) : getenv("HOTSWAP_BENCH_QUICK") ? 5 : 21;
   char dir[] = "/tmp/hs-bench-build-XXXXXX", plugins[300], cache[300],
        file[400], inc[4200], here[400], out[400], dep[400];
   double *direct = calloc((size_t)n, sizeof(double));

@@ -8,10 +8,18 @@
  * of /proc/PID/task/TID/schedstat). Expected: zero.
  *
  * Then the same with one of the 20 ticking at 10 Hz (a silent tick):
- * the host should wake ~10 times a second and nothing else should.
+ * the host should wake ~10 times a second and nothing else should. Last,
+ * for scale, what one wake-up costs here without the host: a child process
+ * looping on epoll_wait() with a 100 ms timeout.
  */
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "bench.h"
 
@@ -133,12 +141,61 @@ out:
   return rc;
 }
 
+/* What a wake-up costs on this machine without the host: a child that
+ * does nothing but epoll_wait() with a 100 ms timeout. */
+static int baseline(void) {
+  bench_samples wake = {0};
+  bench_proc first, prev, now;
+  char metric[128];
+  int windows = 0;
+
+  printf("\nbaseline: a bare epoll_wait(100 ms) loop in a child process, %d "
+         "windows of %d ms\n",
+         WINDOWS, WINDOW_MS);
+  pid_t pid = fork();
+  if (pid < 0)
+    return -1;
+  if (pid == 0) {
+    struct epoll_event ev;
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    for (int i = 0; ep >= 0 && i < (WINDOWS + 5) * 1000 / 100; i++)
+      epoll_wait(ep, &ev, 1, 100);
+    _exit(0);
+  }
+  poll(NULL, 0, 500);
+  if (bench_proc_read(pid, &first) != 0)
+    goto out;
+  prev = first;
+  for (windows = 0; windows < WINDOWS && !bench_stopped(); windows++) {
+    poll(NULL, 0, WINDOW_MS);
+    if (bench_proc_read(pid, &now) != 0)
+      break;
+    bench_samples_add(
+        &wake, (double)((now.vcsw + now.ivcsw) - (prev.vcsw + prev.ivcsw)) *
+                   1000.0 / WINDOW_MS);
+    prev = now;
+  }
+  bench_table_header();
+  bench_report("baseline: epoll_wait loop wake-ups", "/s", &wake);
+  snprintf(metric, sizeof(metric), "baseline: epoll_wait loop on-CPU, %d s",
+           windows * WINDOW_MS / 1000);
+  bench_report_one(metric, "us", (double)(prev.run_ns - first.run_ns) / 1e3);
+out:
+  kill(pid, SIGKILL);
+  waitpid(pid, NULL, 0);
+  bench_samples_free(&wake);
+  return windows == WINDOWS ? 0 : -1;
+}
+
 int main(void) {
   int rc = 0;
   bench_init("bench_idle", 180);
   if (scenario("idle", 0) != 0)
     rc = 1;
   if (!bench_stopped() && scenario("10 Hz tick", 1) != 0)
+    rc = 1;
+  if (!bench_stopped() && baseline() != 0)
     rc = 1;
   return rc;
 }

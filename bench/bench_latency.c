@@ -6,7 +6,8 @@
  * slept on or polled but that pipe.
  *
  * The host runs with --log-level debug, which splits its share:
- *   copy    change seen -> copied into the cache (on the loop)
+ *   copy    change seen -> copied into the cache and the request sent to
+ *           the validator (on the loop)
  *   sandbox request sent -> the validator's verdict
  *   swap    verdict -> swapped (open and prefault on the loader thread,
  *           then the pause)
@@ -64,7 +65,7 @@ static int series(bench_host *h, const char *title, int runs, int gap_ms,
   } while (0)
   ROW("rename -> new code runs", "ms", &e2e);
   ROW("rename -> \"reloaded\" line", "ms", &logged);
-  ROW("host: change seen -> copied", "ms", &copy);
+  ROW("host: seen -> copied, request sent", "ms", &copy);
   ROW("host: sandbox verdict", "ms", &sandbox);
   ROW("host: verdict -> swapped", "ms", &swap);
   ROW("host: of which the loop paused", "us", &pause);

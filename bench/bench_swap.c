@@ -3,7 +3,9 @@
  * "paused the loop Z us" figure (old unload -> state -> new load, with the
  * new image opened and prefaulted beforehand by the loader thread), for
  *   (a) the small plugin (16 bytes of state), >= 200 reloads, and
- *   (b) a ~10 MB plugin with 1 MiB of state, >= 50 reloads.
+ *   (b) a ~10 MB plugin with 1 MiB of state, >= 50 reloads, and
+ *   (c) the same 1 MiB of state in a small file, to tell the state's share
+ *       from the file's.
  * Two builds that differ in their version string are renamed into place in
  * turn; each reload is awaited through its "reloaded" line. A pause of
  * GAP_MS between reloads stands for the time between two edits, so that
@@ -82,14 +84,20 @@ static int run_case(const swap_case *c) {
         bench_host_reload(&h, "plugin", c->version[v], WAIT_MS, &r) != 0)
       break;
     if (getenv("HOTSWAP_BENCH_VERBOSE"))
-      printf("  reload %3d: pause %6.0f us, copy %7.0f us, total %6.1f ms\n", i,
-             r.pause_us, r.copy_us, (double)(r.done_ns - r.rename_ns) / 1e6);
+      printf("  reload %3d: pause %6.0f us, copy %7.0f us, verdict %7.0f us, "
+             "total %6.1f ms\n",
+             i, r.pause_us, r.copy_us, r.verdict_us,
+             (double)(r.done_ns - r.rename_ns) / 1e6);
     bench_samples_add(&pause, r.pause_us);
     if (r.copy_us >= 0)
       bench_samples_add(&copy, r.copy_us);
     bench_samples_add(&total, (double)(r.done_ns - r.rename_ns) / 1e6);
     done = i;
   }
+  if (pause.n >= 3)
+    printf("  (the first reloads after start paused the loop %.0f, %.0f, %.0f "
+           "us)\n",
+           pause.v[0], pause.v[1], pause.v[2]);
   long st = status_pause_us(&h, "plugin");
   printf("  (status --json after the last reload: last_reload.pause_us = %ld; "
          "the log said %.0f)\n",
@@ -99,7 +107,7 @@ static int run_case(const swap_case *c) {
   snprintf(metric, sizeof(metric), "%s: swap pause (paused the loop)",
            c->title);
   bench_report(metric, "us", &pause);
-  snprintf(metric, sizeof(metric), "%s: copy into cache, on the loop",
+  snprintf(metric, sizeof(metric), "%s: copy+hash+request, on the loop",
            c->title);
   bench_report(metric, "us", &copy);
   snprintf(metric, sizeof(metric), "%s: rename -> reloaded line", c->title);
@@ -120,6 +128,10 @@ int main(int argc, char **argv) {
        bench_count(200, 20)},
       {"10 MB plugin, 1 MiB state",
        {"big_a.so", "big_b.so"},
+       {"a", "b"},
+       bench_count(50, 5)},
+      {"16 kB plugin, 1 MiB state",
+       {"state1m_a.so", "state1m_b.so"},
        {"a", "b"},
        bench_count(50, 5)},
   };
