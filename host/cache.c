@@ -235,7 +235,8 @@ int hs_cache_add(hs_cache *c, int dirfd, const char *name,
     return in;
   stem = name_stem(name);
   if (stem == NULL ||
-      asprintf(&leaf, "%s.%llu.so", stem, (unsigned long long)c->next++) < 0) {
+      asprintf(&leaf, "%s.%llu.so", stem,
+               (unsigned long long)hs_cache_next(c)) < 0) {
     leaf = NULL;
     rc = hs_error_set(err, HS_ENOMEM, "copy", "out of memory copying %s",
                       name);
@@ -327,6 +328,10 @@ static uint64_t hash_step(uint64_t h, uint64_t w) {
   w ^= w >> 31;
   h = (h ^ w) * HS_HASH_K3;
   return h ^ (h >> 29);
+}
+
+uint64_t hs_cache_next(hs_cache *c) {
+  return __atomic_fetch_add(&c->next, 1, __ATOMIC_RELAXED);
 }
 
 uint64_t hs_hash(const void *data, size_t size) {

@@ -14,7 +14,7 @@
 typedef struct hs_cache {
   char *dir;       /* owned; mode 0700, owned by us */
   int dirfd;       /* O_DIRECTORY fd of dir */
-  uint64_t next;   /* the next copy's number */
+  uint64_t next;   /* the next copy's number: take it with hs_cache_next */
 } hs_cache;
 
 /* One copy in the cache. */
@@ -53,6 +53,11 @@ void hs_cache_remove(hs_cache *c, hs_cache_file *f);
 
 /* Frees f's fields without deleting the file. */
 void hs_cache_file_free(hs_cache_file *f);
+
+/* A number for a new file in the cache, never handed out before in this
+ * process. Safe from any thread (the loop and the loader thread both name
+ * files). */
+uint64_t hs_cache_next(hs_cache *c);
 
 /* The content hash used by the cache (64-bit, not cryptographic). */
 uint64_t hs_hash(const void *data, size_t size);

@@ -18,6 +18,7 @@
 #include "swap.h"
 
 static void slot_kick(hs_slot *slot);
+static void start_validation(hs_slot *slot);
 
 /* Returns 1 if file is "STEM<ext>" with a non-empty stem, not hidden. */
 static int has_ext(const char *file, const char *ext) {
@@ -113,6 +114,8 @@ static void slot_free(hs_registry *reg, hs_slot *slot, const char *end) {
   drop_output(slot);
   if (slot->opening)
     slot->opening->data = NULL; /* the worker closes what it opened */
+  if (slot->copying)
+    slot->copying->data = NULL; /* and removes what it copied */
   hs_cache_remove(reg->cache, &slot->candidate);
   hs_error_set(&e, HS_ENOENT, "", "%s", end);
   slot_done(slot, &e);
@@ -147,10 +150,12 @@ static void run_queue(hs_registry *reg) {
   for (size_t i = 0; i < reg->nslots && reg->running < reg->max_running;
        i++) {
     hs_slot *slot = reg->slots[i];
-    if (slot->queued) {
-      slot->queued = 0;
+    int queued = slot->queued;
+    slot->queued = 0;
+    if (queued == HS_QUEUED_READY)
+      start_validation(slot); /* its candidate is copied already */
+    else if (queued)
       slot_kick(slot);
-    }
   }
   check_idle(reg);
 }
@@ -282,13 +287,38 @@ static void on_verdict(hs_sandbox *sb, const hs_verdict *v, void *data) {
 /* Takes a file (name relative to dirfd) through copy -> (unchanged?) ->
  * validation. For prebuilt plugins it is the watched file, for source
  * plugins the compiler's output in the cache. */
+static void on_copied(hs_open_job *job);
+
 static void start_candidate(hs_slot *slot, int dirfd, const char *name,
                             int force) {
   hs_registry *reg = slot->reg;
   hs_error err;
 
-  hs_error_clear(&err);
-  if (hs_cache_add(reg->cache, dirfd, name, &slot->candidate, &err) != 0) {
+  /* The copy (a read and a hash of the whole file: tens of milliseconds
+   * for a large plugin) runs on the loader thread, not in the loop. */
+  slot->copy_force = force;
+  slot->copying = hs_worker_copy(&reg->copier, dirfd, name, on_copied, slot);
+  if (!slot->copying) {
+    hs_error_set(&err, HS_ENOMEM, "copy", "out of memory copying %s",
+                 slot->file);
+    reject(slot, &err);
+  }
+}
+
+/* The file is in the cache (or could not be copied): unchanged content
+ * stops here; new content goes to the sandbox. */
+static void candidate_copied(hs_slot *slot, hs_open_job *job) {
+  hs_registry *reg = slot->reg;
+  hs_error err = job->err;
+  int force = slot->copy_force;
+
+  slot->candidate = job->copy;
+  memset(&job->copy, 0, sizeof(job->copy));
+  if (slot->again) {
+    restart(slot); /* newer content came meanwhile */
+    return;
+  }
+  if (job->rc != 0) {
     uint64_t bad = slot->candidate.hash;
     memset(&slot->candidate, 0, sizeof(slot->candidate));
     if (err.code == HS_ENOENT && !slot->done_cb)
@@ -318,6 +348,19 @@ static void start_candidate(hs_slot *slot, int dirfd, const char *name,
     return;
   }
 
+  start_validation(slot);
+}
+
+/* Hands the candidate to the sandbox, or queues it (copied and ready) when
+ * every validator is taken. */
+static void start_validation(hs_slot *slot) {
+  hs_registry *reg = slot->reg;
+  hs_error err;
+
+  if (reg->running >= reg->max_running) {
+    slot->queued = HS_QUEUED_READY;
+    return;
+  }
   hs_sandbox_req req = {
       .name = slot->name,
       .dir = reg->dir,
@@ -341,6 +384,14 @@ static void start_candidate(hs_slot *slot, int dirfd, const char *name,
   hs_log(HS_LOG_DEBUG, slot->name, "validating",
          "%s copied into the cache %.0f us after the change was seen",
          slot->file, (double)(hs_now_ns() - slot->detect_ns) / 1e3);
+}
+
+static void on_copied(hs_open_job *job) {
+  hs_slot *slot = job->data;
+  hs_registry *reg = slot->reg;
+  slot->copying = NULL;
+  candidate_copied(slot, job);
+  run_queue(reg);
 }
 
 /* Shows what the compiler printed: as it printed it on a terminal or in
@@ -468,7 +519,7 @@ static void build_candidate(hs_slot *slot, int force) {
     return;
   }
   snprintf(slot->cand_out, sizeof(slot->cand_out), "build-%.32s-%llu.so",
-           slot->name, (unsigned long long)reg->cache->next++);
+           slot->name, (unsigned long long)hs_cache_next(reg->cache));
   snprintf(out, sizeof(out), "%s/%s", reg->cache->dir, slot->cand_out);
   snprintf(dep, sizeof(dep), "%s/%.*s.d", reg->cache->dir,
            (int)(strlen(slot->cand_out) - 3), slot->cand_out);
@@ -495,7 +546,7 @@ static void build_candidate(hs_slot *slot, int force) {
 static void slot_kick(hs_slot *slot) {
   hs_registry *reg = slot->reg;
 
-  if (slot->sb || slot->opening) {
+  if (slot->sb || slot->opening || slot->copying) {
     slot->again = 1;
     return;
   }
@@ -513,7 +564,12 @@ static void slot_kick(hs_slot *slot) {
 
 /* Starts the pipeline for slot as a change seen now. */
 static void slot_changed(hs_slot *slot) {
-  if (!slot->sb && !slot->opening && !slot->queued)
+  if (slot->queued == HS_QUEUED_READY) {
+    /* The copied candidate waiting for a validator is stale now. */
+    hs_cache_remove(slot->reg->cache, &slot->candidate);
+    slot->queued = 1;
+  }
+  if (!slot->sb && !slot->opening && !slot->copying && !slot->queued)
     slot->detect_ns = hs_now_ns();
   if (!slot->queued)
     slot_kick(slot);
@@ -736,7 +792,8 @@ int hs_registry_idle(const hs_registry *reg) {
   if (reg->running || reg->compiling)
     return 0;
   for (size_t i = 0; i < reg->nslots; i++)
-    if (reg->slots[i]->sb || reg->slots[i]->opening || reg->slots[i]->queued)
+    if (reg->slots[i]->sb || reg->slots[i]->opening ||
+        reg->slots[i]->copying || reg->slots[i]->queued)
       return 0;
   return 1;
 }
@@ -798,6 +855,8 @@ int hs_registry_init(hs_registry *reg, hs_loop *loop, hs_cache *cache,
     return rc;
   }
   rc = hs_worker_start(&reg->worker, loop, cache);
+  if (rc == 0 && (rc = hs_worker_start(&reg->copier, loop, cache)) != 0)
+    hs_worker_stop(&reg->worker);
   if (rc != 0) {
     hs_sandbox_pool_close(reg->pool);
     free(reg->dir);
@@ -821,6 +880,7 @@ void hs_registry_close(hs_registry *reg, hs_unload_reason reason) {
     slot_free(reg, slot, "the host is shutting down");
   }
   hs_sandbox_pool_close(reg->pool);
+  hs_worker_stop(&reg->copier); /* removes copies no one waits for */
   hs_worker_stop(&reg->worker); /* closes what is still open */
   hs_build_env_free(&reg->build_env);
   free(reg->slots);

@@ -27,6 +27,8 @@
 #include "worker.h"
 
 typedef struct hs_registry hs_registry;
+
+#define HS_QUEUED_READY 2 /* hs_slot.queued: the candidate waits, copied */
 typedef struct hs_slot hs_slot;
 
 /* Called once when a forced reload (hs_registry_reload) is over: err code
@@ -60,11 +62,15 @@ struct hs_slot {
   /* the pipeline */
   hs_sandbox *sb;          /* validation under way, or NULL */
   hs_open_job *opening;    /* the worker opening the accepted copy */
+  hs_open_job *copying;    /* the worker copying the file into the cache */
+  int copy_force;          /* that copy is for a forced reload */
   hs_cache_file candidate; /* the copy being validated */
   uint64_t detect_ns;      /* when the change being handled was seen */
   int again;               /* a change arrived during validation */
   int force;               /* the next run reloads even unchanged content */
-  int queued;              /* waiting for a free validator */
+  int queued;              /* waiting for a free validator: 1 to start
+                              over, HS_QUEUED_READY with the candidate
+                              copied */
   uint64_t rejected_hash;  /* content last rejected; not retried unchanged */
   hs_reload_cb done_cb;    /* forced reload waiting for its outcome */
   void *done_data;
@@ -101,6 +107,7 @@ struct hs_registry {
   void *idle_data;
   hs_cache *cache;
   hs_worker worker;            /* opens and closes images off the loop */
+  hs_worker copier;            /* copies changed files into the cache */
   hs_sandbox_pool *pool;       /* validates candidates */
   char *dir;                   /* owned copy of the plugin directory */
   int dirfd;                   /* O_DIRECTORY fd of dir */

@@ -14,7 +14,7 @@
 static const char *slot_status(const hs_slot *s) {
   if (s->compiling)
     return "compiling";
-  if (s->sb || s->queued || s->opening)
+  if (s->sb || s->queued || s->opening || s->copying)
     return "validating";
   if (s->loaded)
     return "live";

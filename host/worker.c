@@ -49,6 +49,12 @@ static void prefault(void *handle) {
 }
 
 static void run_job(hs_open_job *job) {
+  if (job->copying) {
+    hs_error_clear(&job->err);
+    job->rc = hs_cache_add(job->w->cache, job->dirfd, job->file, &job->copy,
+                           &job->err);
+    return;
+  }
   if (job->closing) {
     job->rc = hs_loader_close(&job->img, job->copy.path) ? 0 : HS_EBUSY;
     return;
@@ -104,6 +110,8 @@ static void finish(hs_worker *w, hs_open_job *job) {
     hs_cache_remove(w->cache, &job->copy);
   } else if (job->data) {
     job->cb(job);
+  } else if (job->copying) {
+    hs_cache_remove(w->cache, &job->copy); /* cancelled */
   } else if (job->rc == 0) {
     hs_loader_close(&job->img, job->path); /* cancelled */
   }
@@ -215,6 +223,25 @@ hs_open_job *hs_worker_open(hs_worker *w, const char *path, const char *file,
     return NULL;
   }
   job->live = live;
+  job->cb = cb;
+  job->data = data;
+  submit(w, job);
+  return job;
+}
+
+hs_open_job *hs_worker_copy(hs_worker *w, int dirfd, const char *file,
+                            hs_open_cb cb, void *data) {
+  hs_open_job *job = calloc(1, sizeof(*job));
+  if (!job)
+    return NULL;
+  job->w = w;
+  job->copying = 1;
+  job->dirfd = dirfd;
+  job->file = strdup(file);
+  if (!job->file) {
+    free(job);
+    return NULL;
+  }
   job->cb = cb;
   job->data = data;
   submit(w, job);

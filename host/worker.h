@@ -1,12 +1,14 @@
 /*
- * worker.h - a background thread for the slow halves of a swap.
+ * worker.h - a background thread for the slow parts of a reload: the copy
+ * into the cache before validation, and both halves of a swap.
  *
  * dlopen and dlclose cost hundreds of microseconds (mmap, relocation, page
  * faults, munmap); done in the loop they would be most of the swap pause.
  * The worker opens a validated copy before the swap (entry symbol and
  * descriptor checked, pages prefaulted) and closes the retired image after
  * it, so the loop only runs the transaction itself: old unload -> state ->
- * new load. Results come back to the loop through an eventfd; callbacks
+ * new load. It also copies changed files into the cache (copy, hash, ELF
+ * check: tens of milliseconds for a large plugin) before validation. Results come back to the loop through an eventfd; callbacks
  * always run on the loop thread. Only copies the sandbox has accepted are
  * ever opened here.
  */
@@ -39,7 +41,10 @@ struct hs_open_job {
   hs_open_cb cb;
   void *data;           /* the caller's; NULL = cancelled */
   int closing;          /* internal: a close job */
-  hs_cache_file copy;   /* close jobs: the copy to remove */
+  int copying;          /* internal: a copy job (file relative to dirfd) */
+  int dirfd;            /* copy jobs: the directory of file */
+  hs_cache_file copy;   /* close jobs: the copy to remove; copy jobs: the
+                           copy made (the callback takes it over) */
   char name[64];        /* close jobs: plugin name for the warning */
   hs_open_job *next;
 };
@@ -70,6 +75,13 @@ void hs_worker_stop(hs_worker *w);
  * NULL when out of memory. */
 hs_open_job *hs_worker_open(hs_worker *w, const char *path, const char *file,
                             void *live, hs_open_cb cb, void *data);
+
+/* Runs hs_cache_add(cache, dirfd, file) on the worker; cb runs on the
+ * loop with job->rc, job->copy (the callback takes it over) and job->err.
+ * dirfd must stay open until then. Returns the job or NULL when out of
+ * memory. Cancel like an open (data = NULL): the copy is removed. */
+hs_open_job *hs_worker_copy(hs_worker *w, int dirfd, const char *file,
+                            hs_open_cb cb, void *data);
 
 /* Closes img and then removes copy on the worker, and warns (naming name
  * and copy's file) if the dynamic loader keeps the object mapped. img and
