@@ -359,12 +359,15 @@ int bench_host_start(bench_host *h, const char *const *args) {
     return -1;
   }
   if (pid == 0) {
-    int null = open("/dev/null", O_RDONLY);
+    int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
     setpgid(0, 0);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent || null < 0 || dup2(null, 0) < 0 ||
         dup2(p[1], 1) < 0 || dup2(p[1], 2) < 0)
       _exit(126);
+    /* Nothing the driver inherited from its own caller: the host's fd
+     * count is the host's. */
+    close_range(3, ~0u, 0);
     execv(HS_BENCH_BIN, argv);
     _exit(127);
   }
