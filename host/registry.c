@@ -295,7 +295,7 @@ static void start_candidate(hs_slot *slot, int dirfd, const char *name,
   hs_error err;
 
   /* The copy (a read and a hash of the whole file: tens of milliseconds
-   * for a large plugin) runs on the loader thread, not in the loop. */
+   * for a large plugin) runs on the copier thread, not in the loop. */
   slot->copy_force = force;
   slot->copying = hs_worker_copy(&reg->copier, dirfd, name, on_copied, slot);
   if (!slot->copying) {
