@@ -1,5 +1,6 @@
 /* bench.c - what the benchmarks share; see bench.h. */
 #include "bench.h"
+#include "proc.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -747,39 +748,8 @@ int bench_proc_children(pid_t pid, pid_t *out, int max) {
   return n;
 }
 
-int bench_proc_maps(pid_t pid) {
-  char path[64], buf[4096];
-  int n = 0;
-  snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return -1;
-  for (;;) {
-    ssize_t r = read(fd, buf, sizeof(buf));
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r <= 0)
-      break;
-    for (ssize_t i = 0; i < r; i++)
-      n += buf[i] == '\n';
-  }
-  close(fd);
-  return n;
-}
+int bench_proc_maps(pid_t pid) { return proc_maps_count(pid); }
 
-int bench_proc_fds(pid_t pid) {
-  char path[64];
-  struct dirent *e;
-  int n = 0;
-  snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-  DIR *d = opendir(path);
-  if (!d)
-    return -1;
-  while ((e = readdir(d)))
-    if (e->d_name[0] != '.')
-      n++;
-  closedir(d);
-  return n;
-}
+int bench_proc_fds(pid_t pid) { return proc_fd_count(pid); }
 
 long bench_ticks_per_s(void) { return sysconf(_SC_CLK_TCK); }

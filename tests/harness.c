@@ -1,5 +1,6 @@
 /* harness.c - runs the real host for the integration tests; see harness.h. */
 #include "harness.h"
+#include "proc.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -974,31 +975,9 @@ static int count_entries(const char *dir, const char *prefix) {
   return n;
 }
 
-int harness_fd_count(pid_t pid) {
-  char path[64];
-  snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-  return count_entries(path, NULL);
-}
+int harness_fd_count(pid_t pid) { return proc_fd_count(pid); }
 
-int harness_maps_count(pid_t pid) {
-  char path[64], buf[8192];
-  int n = 0;
-  snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return -1;
-  for (;;) {
-    ssize_t r = read(fd, buf, sizeof(buf));
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r <= 0)
-      break;
-    for (ssize_t i = 0; i < r; i++)
-      n += buf[i] == '\n';
-  }
-  close(fd);
-  return n;
-}
+int harness_maps_count(pid_t pid) { return proc_maps_count(pid); }
 
 int harness_cache_files(const harness *h) {
   DIR *d = opendir(h->cache);
