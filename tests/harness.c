@@ -1020,6 +1020,44 @@ int harness_cache_dirs(const harness *h) {
   return count_entries(h->cache, "hotswap-");
 }
 
+int harness_exec(const char *const argv[], const char *const env[],
+                 const char *log, int timeout_s) {
+  struct timespec tick = {0, 10 * 1000 * 1000};
+  long waited_ms = 0;
+  int st;
+  pid_t pid = fork();
+
+  if (pid < 0)
+    return -1;
+  if (pid == 0) {
+    int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    setpgid(0, 0);
+    if (fd < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
+      _exit(126);
+    for (size_t i = 0; env != NULL && env[i] != NULL; i++)
+      putenv((char *)env[i]);
+    execv(argv[0], (char *const *)argv);
+    _exit(127);
+  }
+  setpgid(pid, pid);
+  for (;;) {
+    pid_t r = waitpid(pid, &st, WNOHANG);
+    if (r == pid)
+      return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    if (r < 0 && errno != EINTR)
+      return -1;
+    if (waited_ms >= (long)timeout_s * 1000) {
+      kill(-pid, SIGKILL);
+      waitpid(pid, &st, 0);
+      fprintf(stderr, "%s ran longer than %d s: killed\n", argv[0],
+              timeout_s);
+      return -1;
+    }
+    nanosleep(&tick, NULL);
+    waited_ms += 10;
+  }
+}
+
 /* ---- assertions (cmocka) ---------------------------------------------- */
 
 long harness_expect_line(harness *h, const char *needle) {

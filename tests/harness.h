@@ -136,6 +136,14 @@ int harness_signal(harness *h, int sig);
  * ran or it did not die of the SIGKILL. */
 int harness_kill(harness *h);
 
+/* Runs argv (argv[0] a path) in its own process group, with the
+ * "NAME=VALUE" strings of env (NULL-terminated, may be NULL) added to its
+ * environment and its stdout and stderr into the file log. Returns its exit
+ * status, or -1 when it could not start, died of a signal, or ran past
+ * timeout_s (its whole group is then killed, and that said on stderr). */
+int harness_exec(const char *const argv[], const char *const env[],
+                 const char *log, int timeout_s);
+
 /* ---- assertions (cmocka) ---------------------------------------------- */
 
 /* Waits for a log line containing needle from the offset on (see

@@ -56,45 +56,6 @@ static int find_program(const char *prog, char *out, size_t size) {
   return -1;
 }
 
-/*
- * Runs argv (argv[0] a path) in its own process group, stdout and stderr
- * into the file log. Returns the exit status, or -1 when it could not
- * start or ran past timeout_s (its group is then killed).
- */
-static int run(const char *const argv[], const char *log, int timeout_s) {
-  struct timespec tick = {0, 10 * 1000 * 1000};
-  long waited_ms = 0;
-  int st;
-  pid_t pid = fork();
-
-  if (pid < 0)
-    return -1;
-  if (pid == 0) {
-    int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    setpgid(0, 0);
-    if (fd < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
-      _exit(126);
-    execv(argv[0], (char *const *)argv);
-    _exit(127);
-  }
-  setpgid(pid, pid);
-  for (;;) {
-    pid_t r = waitpid(pid, &st, WNOHANG);
-    if (r == pid)
-      return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    if (r < 0 && errno != EINTR)
-      return -1;
-    if (waited_ms >= (long)timeout_s * 1000) {
-      kill(-pid, SIGKILL);
-      waitpid(pid, &st, 0);
-      fprintf(stderr, "%s ran longer than %d s: killed\n", argv[0],
-              timeout_s);
-      return -1;
-    }
-    nanosleep(&tick, NULL);
-    waited_ms += 10;
-  }
-}
 
 /* Reads a whole file into a malloc'd string. */
 static char *slurp(const char *path) {
@@ -231,7 +192,7 @@ static void test_host_gdb_sees_new_version(void **state) {
                               "-ex", "print descriptor.version",
                               "-p", pid,
                               NULL};
-  int rc = run(argv, log, GDB_TIMEOUT_S);
+  int rc = harness_exec(argv, NULL, log, GDB_TIMEOUT_S);
   out = slurp(log);
   if (strstr(out, "ptrace: Operation not permitted") != NULL ||
       strstr(out, "Could not attach to process") != NULL) {

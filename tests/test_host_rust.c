@@ -79,50 +79,6 @@ static int find_cargo(char *out, size_t size) {
   return -1;
 }
 
-/*
- * Runs argv (argv[0] a path) in its own process group with the
- * assignments in env ("NAME=VALUE", NULL-terminated) added to the
- * environment, stdout and stderr into the file log. Returns the exit
- * status, or -1 when it could not start or ran past timeout_s (its group
- * is then killed).
- */
-static int run(const char *const argv[], const char *const env[],
-               const char *log, int timeout_s) {
-  struct timespec tick = {0, 10 * 1000 * 1000};
-  int st;
-  long waited_ms = 0;
-  pid_t pid = fork();
-
-  if (pid < 0)
-    return -1;
-  if (pid == 0) {
-    int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    setpgid(0, 0);
-    if (fd < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
-      _exit(126);
-    for (size_t i = 0; env != NULL && env[i] != NULL; i++)
-      putenv((char *)env[i]);
-    execv(argv[0], (char *const *)argv);
-    _exit(127);
-  }
-  setpgid(pid, pid);
-  for (;;) {
-    pid_t r = waitpid(pid, &st, WNOHANG);
-    if (r == pid)
-      return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    if (r < 0 && errno != EINTR)
-      return -1;
-    if (waited_ms >= (long)timeout_s * 1000) {
-      kill(-pid, SIGKILL);
-      waitpid(pid, &st, 0);
-      fprintf(stderr, "%s ran longer than %d s: killed\n", argv[0],
-              timeout_s);
-      return -1;
-    }
-    nanosleep(&tick, NULL);
-    waited_ms += 10;
-  }
-}
 
 /* Prints a file on stderr (a failed build's log). */
 static void dump(const char *path) {
@@ -203,7 +159,7 @@ static int cargo_build(const char *dir) {
   snprintf(manifest, sizeof(manifest), "%s/crate/Cargo.toml", dir);
   snprintf(target, sizeof(target), "%s/target", dir);
   snprintf(log, sizeof(log), "%s/cargo.log", dir);
-  if (run(argv, env, log, CARGO_TIMEOUT_S) != 0) {
+  if (harness_exec(argv, env, log, CARGO_TIMEOUT_S) != 0) {
     fprintf(stderr, "cargo build of %s failed\n", manifest);
     dump(log);
     return -1;
@@ -248,7 +204,7 @@ static void install_lib(harness *h, const char *lib, const char *name) {
 
 static int rm_tree(const char *dir) {
   const char *const argv[] = {"/bin/rm", "-rf", dir, NULL};
-  return run(argv, NULL, "/dev/null", 60);
+  return harness_exec(argv, NULL, "/dev/null", 60);
 }
 
 /* Builds the example once for the whole group. Never fails the group: a
@@ -269,7 +225,7 @@ static int group_setup(void **state) {
     return 0;
   }
   snprintf(log, sizeof(log), "%s/version.log", g.dir);
-  if (run(version, NULL, log, 60) != 0) {
+  if (harness_exec(version, NULL, log, 60) != 0) {
     fprintf(stderr, "%s --version failed\n", g.cargo);
     dump(log);
     g.cargo[0] = '\0';
