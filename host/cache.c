@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "elf.h"
+#include "perm.h"
 
 int hs_cache_init(hs_cache *c, const char *parent, hs_error *err) {
   char *tmpl = NULL, *abs = NULL, *cwd;
@@ -233,6 +234,13 @@ int hs_cache_add(hs_cache *c, int dirfd, const char *name,
   in = open_source(dirfd, name, err);
   if (in < 0)
     return in;
+  /* What others could write is not copied: checked on the fd read. */
+  if (dirfd != c->dirfd && !c->allow_insecure &&
+      ((rc = hs_perm_check_fd(dirfd, AT_FDCWD, NULL, "copy", err)) != 0 ||
+       (rc = hs_perm_check_fd(in, dirfd, name, "copy", err)) != 0)) {
+    close(in);
+    return rc;
+  }
   stem = name_stem(name);
   if (stem == NULL ||
       asprintf(&leaf, "%s.%llu.so", stem,
@@ -352,4 +360,36 @@ uint64_t hs_hash(const void *data, size_t size) {
   h ^= h >> 32;
   h *= HS_HASH_K4;
   return h ^ (h >> 29);
+}
+
+int hs_cache_adopt(hs_cache *c, const char *dir, uint64_t next,
+                   hs_error *err) {
+  struct stat st;
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+  c->dir = NULL;
+  c->dirfd = -1;
+  c->next = next ? next : 1;
+  if (fd < 0 || fstat(fd, &st) != 0) {
+    int e = errno;
+    if (fd >= 0)
+      close(fd);
+    return hs_error_set(err, -e, "cache",
+                        "cannot open the cache %s handed over: %s", dir,
+                        strerror(e));
+  }
+  if (st.st_uid != geteuid() || (st.st_mode & 07777) != 0700) {
+    close(fd);
+    return hs_error_set(err, HS_EACCES, "cache",
+                        "the cache %s handed over is not a directory of ours "
+                        "with mode 0700 (owner %ld, mode %04o)",
+                        dir, (long)st.st_uid, (unsigned)(st.st_mode & 07777));
+  }
+  c->dir = strdup(dir);
+  if (!c->dir) {
+    close(fd);
+    return hs_error_set(err, HS_ENOMEM, "cache", "out of memory");
+  }
+  c->dirfd = fd;
+  return 0;
 }

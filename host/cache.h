@@ -15,6 +15,8 @@ typedef struct hs_cache {
   char *dir;       /* owned; mode 0700, owned by us */
   int dirfd;       /* O_DIRECTORY fd of dir */
   uint64_t next;   /* the next copy's number: take it with hs_cache_next */
+  int allow_insecure; /* copy files from outside the cache that other users
+                         could have written (--allow-insecure) */
 } hs_cache;
 
 /* One copy in the cache. */
@@ -37,7 +39,9 @@ void hs_cache_close(hs_cache *c);
 /*
  * Copies the regular file name (relative to dirfd; symlinks are not
  * followed) into the cache through one opened fd, hashes the copy and runs
- * hs_elf_check on it. On success fills out (caller frees with
+ * hs_elf_check on it. A file from outside the cache (dirfd is not the
+ * cache's) must pass hs_perm_check, as must its directory, unless
+ * c->allow_insecure: else HS_EINSECURE, stage "copy". On success fills out (caller frees with
  * hs_cache_file_free or hs_cache_remove) and returns 0; out->pins then
  * says whether the copy will stay mapped after dlclose. On failure leaves
  * nothing in the cache and returns a negative code with err filled: stage
@@ -61,5 +65,11 @@ uint64_t hs_cache_next(hs_cache *c);
 
 /* The content hash used by the cache (64-bit, not cryptographic). */
 uint64_t hs_hash(const void *data, size_t size);
+
+/* Takes over the cache dir of the image this host re-executed from (a host
+ * upgrade): checks it is ours with mode 0700 and goes on numbering copies
+ * from next. Returns 0 or a negative code with err filled. */
+int hs_cache_adopt(hs_cache *c, const char *dir, uint64_t next,
+                   hs_error *err);
 
 #endif /* HS_CACHE_H */

@@ -207,7 +207,7 @@ static int build_env(const harness *h, char **envp, size_t cap) {
 }
 
 /*
- * Forks and execs HS_TEST_BIN with argv and envp in a new process group,
+ * Forks and execs argv[0] with argv and envp in a new process group,
  * stdin from /dev/null, stdout to out_fd and stderr to err_fd. The child
  * dies with the test (PR_SET_PDEATHSIG). Returns the pid or -1.
  */
@@ -227,7 +227,7 @@ static pid_t spawn(char **argv, char **envp, int out_fd, int err_fd) {
       _exit(126);
     if (null > 2)
       close(null);
-    execve(HS_TEST_BIN, argv, envp);
+    execve(argv[0], argv, envp);
     _exit(127);
   }
   setpgid(pid, pid); /* also here: no race with a kill of the group */
@@ -246,7 +246,7 @@ int harness_start(harness *h, const char *const *args) {
             (int)h->pid);
     return -1;
   }
-  argv[n++] = (char *)HS_TEST_BIN;
+  argv[n++] = h->bin[0] ? h->bin : (char *)HS_TEST_BIN;
   argv[n++] = (char *)"--control";
   argv[n++] = h->control;
   argv[n++] = (char *)"--cache-dir";

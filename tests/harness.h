@@ -45,6 +45,8 @@ typedef struct harness {
   char cache[PATH_MAX];    /* root/cache: the host's --cache-dir */
   char control[PATH_MAX];  /* root/ctl.sock: the host's --control */
   char log[PATH_MAX];      /* root/host.log: the host's stderr */
+  char bin[PATH_MAX];      /* "" or the executable harness_start runs in
+                              place of HS_TEST_BIN (a copy a test replaces) */
   pid_t pid;               /* the running host, 0 when none */
   pid_t pgid;              /* its process group, kept after it exits */
   int exited;              /* the host exited by itself (seen by a wait) */
