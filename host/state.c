@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "guard.h"
 
 int hs_state_init(hs_state *s, uint32_t version, uint32_t size) {
   s->data = NULL;
@@ -95,12 +96,22 @@ int hs_state_migrate(const hs_state *old, const hs_plugin *desc, hs_ctx *ctx,
   saved = ctx != NULL ? ctx->state : NULL;
   if (ctx != NULL)
     ctx->state = out->data;
-  rc = desc->migrate(ctx, out->data, old->data, old->version, old->size);
+  hs_guard_fault f;
+  int crashed = hs_guard_migrate(desc, ctx, out->data, old->data,
+                                 old->version, old->size, &rc, &f) != 0;
   if (ctx != NULL)
     ctx->state = saved;
-  if (rc == 0)
+  if (!crashed && rc == 0)
     return 0;
   hs_state_free(out);
+  if (crashed) {
+    char what[200];
+    hs_guard_describe(&f, desc, ctx ? ctx->name : NULL, what, sizeof(what));
+    return hs_error_set(err, HS_ECRASH, "migrate",
+                        "migrate() of %s from state v%u to v%u crashed: %s",
+                        file, (unsigned)old->version,
+                        (unsigned)desc->state_version, what);
+  }
   if (rc < 0)
     return hs_error_set(err, HS_EMIGRATE, "migrate",
                         "migrate() of %s from state v%u to v%u returned %s "

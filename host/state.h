@@ -35,7 +35,8 @@ int hs_state_compatible(const hs_state *s, const hs_plugin *desc);
  *   - compatible: *out becomes a copy of old;
  *   - otherwise, with migrate(): a zeroed state of the new layout filled by
  *     desc->migrate(ctx, new, old, old->version, old->size); a non-zero
- *     return fails with HS_EMIGRATE naming both versions and the code;
+ *     return fails with HS_EMIGRATE naming both versions and the code, a
+ *     crash caught by the guard (guard.h) with HS_ECRASH naming the fault;
  *   - otherwise, allow_reset: a zeroed state, *was_reset = 1;
  *   - otherwise HS_ENOMIGRATE, naming both versions and sizes, and that
  *     file has no migrate function.
