@@ -11,24 +11,33 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "perm.h"
+
 #ifndef HS_SOURCE_INCLUDE_DIR
 #define HS_SOURCE_INCLUDE_DIR "/usr/local/include"
 #endif
 
 /* Reads a whole file (at most 64 MiB). Names relative to dirfd (the
  * plugin directory) are not followed if they are symbolic links; absolute
- * ones (headers from a depfile, which may well be links) are. Returns 0
- * with *buf (caller frees, NUL-terminated) and *len, or -errno. */
-static int read_all(int dirfd, const char *name, char **buf, size_t *len) {
+ * ones (headers from a depfile, which may well be links) are. With check,
+ * the file must pass hs_perm_check (else HS_EINSECURE, check filled).
+ * Returns 0 with *buf (caller frees, NUL-terminated) and *len, or -errno. */
+static int read_all(int dirfd, const char *name, char **buf, size_t *len,
+                    hs_error *check) {
   int fd = openat(dirfd, name,
                   O_RDONLY | O_CLOEXEC | (name[0] == '/' ? 0 : O_NOFOLLOW));
   struct stat st;
+  int rc;
   if (fd < 0)
     return -errno;
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
       st.st_size > (64 << 20)) {
     close(fd);
     return HS_EINVAL;
+  }
+  if (check && (rc = hs_perm_check_fd(fd, dirfd, name, "copy", check))) {
+    close(fd);
+    return rc;
   }
   char *b = malloc((size_t)st.st_size + 1);
   size_t got = 0;
@@ -58,17 +67,35 @@ static uint64_t mix(uint64_t key, uint64_t h) {
 
 static uint64_t hash_str(const char *s) { return hs_hash(s, strlen(s)); }
 
-/* Folds a file's name and content into key; a missing file counts as
- * its own state ("missing"), so that creating it changes the key. */
-static uint64_t mix_file(uint64_t key, int dirfd, const char *name) {
+/* Folds a file's name and content into *key; a missing file counts as
+ * its own state ("missing"), so that creating it changes the key. Returns
+ * 0, or HS_EINSECURE when check is set and the file fails it. */
+static int mix_file(uint64_t *key, int dirfd, const char *name,
+                    hs_error *check) {
   char *buf;
   size_t len;
-  key = mix(key, hash_str(name));
-  if (read_all(dirfd, name, &buf, &len) != 0)
-    return mix(key, hash_str("(missing)"));
-  key = mix(key, hs_hash(buf, len));
+  int rc;
+  *key = mix(*key, hash_str(name));
+  if ((rc = read_all(dirfd, name, &buf, &len, check)) != 0) {
+    *key = mix(*key, hash_str("(missing)"));
+    return rc == HS_EINSECURE ? rc : 0;
+  }
+  *key = mix(*key, hs_hash(buf, len));
   free(buf);
-  return key;
+  return 0;
+}
+
+/* hs_perm_check of the directory name (NULL: dirfd itself). */
+static int check_dir(int dirfd, const char *name, hs_error *err) {
+  int fd = name ? openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                : dirfd;
+  int rc;
+  if (fd < 0)
+    return 0; /* gone: the caller finds out */
+  rc = hs_perm_check_fd(fd, dirfd, name, "copy", err);
+  if (name)
+    close(fd);
+  return rc;
 }
 
 /* Finds cmd in PATH (or as given, if it has a slash). */
@@ -226,8 +253,13 @@ int hs_build_key(const hs_build_env *env, const hs_build *b, int dirfd,
   char *buf;
   size_t len;
   uint64_t k = mix(env->cc_id, hash_str(env->include_dir));
+  /* Inputs other users could write are refused (perm.h). */
+  hs_error *check = env->allow_insecure ? NULL : err;
+  int rc;
 
   k = mix(k, (uint64_t)env->werror);
+  if (check && (rc = check_dir(dirfd, NULL, err)) != 0)
+    return rc;
   if (is_dir) {
     char **names;
     int n = list_dir(dirfd, stem, 0, &names);
@@ -236,26 +268,33 @@ int hs_build_key(const hs_build_env *env, const hs_build *b, int dirfd,
       return hs_error_set(err, HS_ENOENT, "copy", "%s/ has no .c file",
                           stem);
     }
-    for (int i = 0; i < n; i++)
-      k = mix_file(k, dirfd, names[i]);
+    rc = check ? check_dir(dirfd, stem, err) : 0;
+    for (int i = 0; rc == 0 && i < n; i++)
+      rc = mix_file(&k, dirfd, names[i], check);
     free_list(names, n);
+    if (rc != 0)
+      return rc;
   } else {
     snprintf(src, sizeof(src), "%s.c", stem);
     snprintf(flags, sizeof(flags), "%s.flags", stem);
-    int rc = read_all(dirfd, src, &buf, &len);
+    rc = read_all(dirfd, src, &buf, &len, check);
+    if (rc == HS_EINSECURE)
+      return rc;
     if (rc != 0)
       return hs_error_set(err, rc, "copy", "cannot read %s: %s", src,
                           hs_strerror(rc));
     k = mix(mix(k, hash_str(src)), hs_hash(buf, len));
     free(buf);
-    k = mix_file(k, dirfd, flags);
+    if ((rc = mix_file(&k, dirfd, flags, check)) != 0)
+      return rc;
   }
   /* Headers the last build read, except the system's (the compiler's
    * identity stands for those). */
   for (size_t i = 0; i < b->ndeps; i++) {
     if (strncmp(b->deps[i], "/usr/", 5) == 0)
       continue;
-    k = mix_file(k, AT_FDCWD, b->deps[i]);
+    if ((rc = mix_file(&k, AT_FDCWD, b->deps[i], check)) != 0)
+      return rc;
   }
   *key = k;
   return 0;
@@ -344,7 +383,7 @@ char **hs_build_argv(const hs_build_env *env, int dirfd, const char *dir,
     rc = add_word(&argv, &n, &cap, is_dir ? srcs[i] : name);
   free_list(srcs, is_dir ? nsrc : 0);
   snprintf(name, sizeof(name), is_dir ? "%s/flags" : "%s.flags", stem);
-  if (!rc && read_all(dirfd, name, &flags, &len) == 0) {
+  if (!rc && read_all(dirfd, name, &flags, &len, NULL) == 0) {
     rc = add_words(&argv, &n, &cap, flags); /* last, so -lm works */
     free(flags);
   }
@@ -374,7 +413,7 @@ static void deps_free(hs_build *b) {
 int hs_build_read_deps(hs_build *b, const char *depfile, const char *dir) {
   char *buf, word[PATH_MAX];
   size_t len, cap = 0;
-  int rc = read_all(AT_FDCWD, depfile, &buf, &len);
+  int rc = read_all(AT_FDCWD, depfile, &buf, &len, NULL);
   if (rc != 0)
     return rc;
   deps_free(b);

@@ -34,6 +34,7 @@ typedef struct hs_build_env {
   int color;          /* -fdiagnostics-color=always (stderr is a tty) */
   int werror;         /* warnings block (--plugin-werror) */
   hs_sandbox_limits limits; /* for the compiler */
+  int allow_insecure; /* inputs others could write (--allow-insecure) */
 } hs_build_env;
 
 /* What one source plugin's builds left behind. */
@@ -64,8 +65,10 @@ int hs_build_is_source(const char *file);
 
 /* The key of stem's inputs now: "stem.c" and "stem.flags", or for a
  * directory plugin (is_dir) every file in "stem/"; and b's known
- * dependencies. Returns 0 with *key set, or a negative code with err
- * filled (stage "copy": no readable source). */
+ * dependencies. Unless env->allow_insecure, each of them, "stem/" and the
+ * directory dirfd must pass hs_perm_check. Returns 0 with *key set, or a
+ * negative code with err filled (stage "copy": no readable source, or
+ * HS_EINSECURE). */
 int hs_build_key(const hs_build_env *env, const hs_build *b, int dirfd,
                  const char *stem, int is_dir, uint64_t *key, hs_error *err);
 

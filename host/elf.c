@@ -484,7 +484,8 @@ int hs_elf_pins(const void *data, size_t size, char *why, size_t len) {
   if (has_nodelete(p, size, &eh, phnum))
     return pinned(why, len,
                   "it is marked NODELETE (DF_1_NODELETE, from linking with "
-                  "-z nodelete), so dlclose never unmaps it");
+                  "-z nodelete), so dlclose never unmaps it; link it "
+                  "without -z nodelete");
   scan_sections(p, size, &eh, shnum, &f);
   if (f.unique != NULL) {
     if (demangle(f.unique, name, sizeof(name)) != 0) {
@@ -505,6 +506,7 @@ int hs_elf_pins(const void *data, size_t size, char *why, size_t len) {
     return pinned(why, len,
                   "it has thread_local objects with destructors "
                   "(__cxa_thread_atexit), and glibc keeps it mapped once "
-                  "one of them is constructed");
+                  "one of them is constructed; use thread_local only for "
+                  "types with trivial destructors");
   return 0;
 }

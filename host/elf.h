@@ -35,8 +35,9 @@ int hs_elf_check(const void *data, size_t size, const char *file,
  *     carry one in every library whether or not a destructor is ever
  *     registered, and the host's dlclose check still sees a real pin.
  * Returns 1 when the object pins itself, with why (when len > 0) set to a
- * clause to put after "FILE cannot be unloaded: ", e.g. "it defines the
- * STB_GNU_UNIQUE symbol a::b (_ZN1a1bE): ...". Returns 0 otherwise, with
+ * clause to put after "FILE cannot be unloaded: " that gives the cause and
+ * the fix, e.g. "it defines the STB_GNU_UNIQUE symbol a::b, which is never
+ * unloaded (...; build with -fno-gnu-unique)". Returns 0 otherwise, with
  * why set to "". May be called on any bytes at any time; no side effects.
  */
 int hs_elf_pins(const void *data, size_t size, char *why, size_t len);

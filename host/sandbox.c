@@ -445,6 +445,13 @@ static void build_request(hs_buf *b, const hs_sandbox_req *req) {
   hs_buf_printf(b, "%" PRIu32 "%c%" PRIu64 "%c0%c%d%c%d", req->limits.cpu_s,
                 0, req->limits.mem_bytes, 0, 0, (int)req->log_format, 0,
                 (int)req->log_level);
+  /* The version being replaced: its version string and its ranges ("-"
+   * for none: an empty last argument would not be seen). */
+  hs_buf_printf(b, "%c%s%c", 0, req->old_version ? req->old_version : "", 0);
+  if (req->old_map && req->old_map->n > 0)
+    hs_imagemap_encode(req->old_map, b);
+  else
+    hs_buf_puts(b, "-");
 }
 
 /* Hands one request (the child's argv, NUL-separated, and a state fd) to

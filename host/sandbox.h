@@ -9,7 +9,9 @@
  * the plugin's state bytes and a pipe for its report. The validator sets
  * its own limits (CPU time, address space, no core, death with its
  * parent), then: open (RTLD_NOW), entry, abi, migrate (when the state
- * layout differs), load, selftest, unload; it announces each stage before
+ * layout differs), load, pointers (the state must not point into the
+ * version being replaced), selftest, unload (which must leave no thread
+ * of the plugin running); it announces each stage before
  * it starts, then gives its verdict. The host acts on the verdict as soon
  * as it is read; a validator that dies without one is judged by the exit
  * status the zygote reports (signal name and stage); one that overruns the
@@ -22,6 +24,7 @@
 
 #include "err.h"
 #include "hotswap.h"
+#include "imagemap.h"
 #include "log.h"
 #include "loop.h"
 #include "state.h"
@@ -43,6 +46,10 @@ typedef struct hs_sandbox_req {
   hs_sandbox_limits limits;
   hs_log_format log_format; /* the validator logs as the host does */
   hs_log_level log_level;
+  /* The live version being replaced, for the scan of the migrated state
+   * for pointers into it (stage "pointers"); NULL when none. */
+  const hs_imagemap *old_map; /* its ranges in the host */
+  const char *old_version;    /* its version string */
 } hs_sandbox_req;
 
 typedef struct hs_verdict {

@@ -19,10 +19,12 @@
 #include "api.h"
 #include "dl.h"
 #include "err.h"
+#include "imagemap.h"
 #include "loader.h"
 #include "log.h"
 #include "sandbox.h"
 #include "state.h"
+#include "threads.h"
 
 #define STATE_FD 3
 #define REPORT_FD 4
@@ -77,13 +79,46 @@ static void limit(int resource, rlim_t value) {
 
 static uint64_t num(const char *s) { return strtoull(s, NULL, 10); }
 
+/* The state after migrate() and load() must not point into the version it
+ * replaces (map: its ranges in the host): the swap unmaps that version. */
+static int check_pointers(const hs_imagemap *map, const hs_state *st,
+                          const char *file, const char *version,
+                          hs_error *err) {
+  hs_imagemap_hit hits[3];
+  size_t total = hs_imagemap_scan(map, st->data, st->size, hits, 3);
+
+  if (total == 0)
+    return 0;
+  return hs_imagemap_reject(hits, total < 3 ? total : 3, total, file,
+                            version, err);
+}
+
+/* The validator has one thread: any other one after unload() is the
+ * plugin's, left running on code that dlclose would unmap. One that is
+ * just exiting (joined a moment ago) gets up to 100 ms to go. */
+static int check_threads(const char *file, hs_error *err) {
+  int n = 1;
+
+  for (int i = 0; i < 100; i++) {
+    if ((n = hs_threads_count()) <= 1)
+      return 0;
+    usleep(1000);
+  }
+  return hs_error_set(err, HS_ETHREAD, "unload",
+                      "unload() of %s left %d thread%s running: stop and "
+                      "join %s in unload() (dlclose would unmap the code "
+                      "%s run%s)",
+                      file, n - 1, n == 2 ? "" : "s", n == 2 ? "it" : "them",
+                      n == 2 ? "it" : "they", n == 2 ? "s" : "");
+}
+
 int hs_sandbox_child_main(int argc, char **argv) {
   hs_error err;
   hs_state live = {0}, st = {0};
   hs_ctx ctx;
   int rc;
 
-  if (argc != 16) {
+  if (argc != 18) {
     fprintf(stderr, "hotswap: %s is internal to hotswap\n", HS_SANDBOX_ARG);
     return 2;
   }
@@ -96,6 +131,11 @@ int hs_sandbox_child_main(int argc, char **argv) {
   rlim_t mem = (rlim_t)num(argv[12]);
   pid_t ppid = (pid_t)num(argv[13]);
   hs_log_init((hs_log_format)num(argv[14]), (hs_log_level)num(argv[15]), 2);
+  const char *old_version = argv[16];
+  hs_imagemap old_map;
+  old_map.n = 0; /* "-": nothing to scan */
+  if (strcmp(argv[17], "-") != 0)
+    hs_imagemap_decode(&old_map, argv[17]);
 
   /* Die with the parent (the host, or the zygote that dies with the
    * host); no core files; bounded CPU and memory. */
@@ -175,6 +215,11 @@ int hs_sandbox_child_main(int argc, char **argv) {
                  hs_strerror(rc));
     _exit(fail(&err));
   }
+  if (old_map.n > 0) {
+    report("stage pointers");
+    if (check_pointers(&old_map, &st, file, old_version, &err) != 0)
+      _exit(fail(&err));
+  }
   if (desc->selftest) {
     report("stage selftest");
     rc = desc->selftest(&ctx, st.data);
@@ -187,6 +232,8 @@ int hs_sandbox_child_main(int argc, char **argv) {
   }
   report("stage unload");
   desc->unload(&ctx, st.data, HS_UNLOAD_RELOAD);
+  if (check_threads(file, &err) != 0)
+    _exit(fail(&err));
   report("ok");
   _exit(0);
 }

@@ -2,6 +2,7 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <link.h>
 #include <signal.h>
 #include <stdint.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include "dl.h"
+#include "imagemap.h"
 #include "log.h"
 
 struct prefault_arg {
@@ -57,6 +59,10 @@ static void run_job(hs_open_job *job) {
   }
   if (job->closing) {
     job->rc = hs_loader_close(&job->img, job->copy.path) ? 0 : HS_EBUSY;
+    /* What is left of it in the address space, before the copy goes. */
+    job->leaked = hs_imagemap_mapped(job->copy.path);
+    if (job->leaked)
+      job->rc = HS_EBUSY;
     return;
   }
   hs_error_clear(&job->err);
@@ -101,12 +107,20 @@ static void *thread_main(void *arg) {
 
 static void finish(hs_worker *w, hs_open_job *job) {
   if (job->closing) {
-    if (job->rc != 0)
+    if (job->rc != 0) {
+      uint64_t all = w->on_leak ? w->on_leak(w->leak_data, job->name,
+                                              job->leaked)
+                                : job->leaked;
       hs_log(HS_LOG_WARN, job->name, "warning",
-             "%s: the old version stays mapped after dlclose (the library "
-             "pins itself, e.g. NODELETE or thread-local destructors); each "
-             "reload keeps its memory",
-             job->file);
+             "%s: the old version stays mapped after dlclose: %s; this "
+             "reload leaks %" PRIu64 " KiB (%" PRIu64 " KiB in all for %s)",
+             job->file,
+             job->copy.pins[0] ? job->copy.pins
+                               : "the library pins itself (e.g. a "
+                                 "thread-local destructor ran, or it is "
+                                 "NODELETE)",
+             (job->leaked + 1023) / 1024, (all + 1023) / 1024, job->name);
+    }
     hs_cache_remove(w->cache, &job->copy);
   } else if (job->data) {
     job->cb(job);

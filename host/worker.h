@@ -46,6 +46,7 @@ struct hs_open_job {
   hs_cache_file copy;   /* close jobs: the copy to remove; copy jobs: the
                            copy made (the callback takes it over) */
   char name[64];        /* close jobs: plugin name for the warning */
+  uint64_t leaked;      /* close jobs: bytes of the image still mapped */
   hs_open_job *next;
 };
 
@@ -61,6 +62,11 @@ struct hs_worker {
   hs_io io;
   int quit;
   int started;
+  /* Set after hs_worker_start, or NULL: called on the loop when a closed
+   * image stays mapped (bytes of it); returns the plugin's total so far,
+   * for the warning. */
+  uint64_t (*on_leak)(void *data, const char *name, uint64_t bytes);
+  void *leak_data;
 };
 
 /* Starts the thread (all signals blocked in it). Returns 0 or -errno. */
@@ -84,8 +90,9 @@ hs_open_job *hs_worker_copy(hs_worker *w, int dirfd, const char *file,
                             hs_open_cb cb, void *data);
 
 /* Closes img and then removes copy on the worker, and warns (naming name
- * and copy's file) if the dynamic loader keeps the object mapped. img and
- * copy are taken over (emptied). On out of memory, does it inline. */
+ * and copy's file, why it pins itself (copy->pins) and the bytes it keeps
+ * mapped, from /proc/self/maps) if the object stays mapped. img and copy
+ * are taken over (emptied). On out of memory, does it inline. */
 void hs_worker_close(hs_worker *w, const char *name, hs_image *img,
                      hs_cache_file *copy);
 

@@ -388,6 +388,65 @@ static void test_build_key_fails_without_source(void **state) {
   assert_int_equal(key, 7);
 }
 
+/* Every input the key reads must be one other users could not write: the
+ * source, the flags, a directory plugin and its files, the headers of the
+ * last build and the plugin directory; unless allow_insecure. */
+static void expect_insecure(fx *f, const char *stem, int is_dir,
+                            const char *path) {
+  uint64_t key = 7;
+  hs_error err;
+  char want[PATH_MAX + 64];
+
+  hs_error_clear(&err);
+  assert_int_equal(
+      hs_build_key(&f->env, &f->b, f->dirfd, stem, is_dir, &key, &err),
+      HS_EINSECURE);
+  assert_string_equal(err.stage, "copy");
+  snprintf(want, sizeof(want), "%s is writable by other users", path);
+  if (strncmp(err.msg, want, strlen(want)) != 0)
+    fail_msg("\"%s\" does not start with \"%s\"", err.msg, want);
+  assert_int_equal(key, 7);
+  f->env.allow_insecure = 1;
+  key_of(f, stem, is_dir);
+  f->env.allow_insecure = 0;
+}
+
+static void test_build_key_refuses_inputs_others_could_write(void **state) {
+  fx *f = *state;
+  char path[PATH_MAX];
+
+  put(f->dirfd, "hello.c", "int x;\n");
+  put(f->dirfd, "hello.flags", "-lm\n");
+  put(f->dirfd, "hello.h", "int y;\n");
+  key_of(f, "hello", 0);
+  const char *const files[] = {"hello.c", "hello.flags", "hello.h"};
+  snprintf(path, sizeof(path), "%s/hello.h", f->dir);
+  set_deps(&f->b, path, (char *)NULL);
+  for (size_t i = 0; i < 3; i++) {
+    assert_int_equal(fchmodat(f->dirfd, files[i], 0666, 0), 0);
+    snprintf(path, sizeof(path), "%s/%s", f->dir, files[i]);
+    expect_insecure(f, "hello", 0, path);
+    assert_int_equal(fchmodat(f->dirfd, files[i], 0644, 0), 0);
+  }
+  key_of(f, "hello", 0);
+
+  assert_int_equal(mkdirat(f->dirfd, "multi", 0700), 0);
+  put(f->dirfd, "multi/a.c", "int a;\n");
+  key_of(f, "multi", 1);
+  assert_int_equal(fchmodat(f->dirfd, "multi/a.c", 0606, 0), 0);
+  snprintf(path, sizeof(path), "%s/multi/a.c", f->dir);
+  expect_insecure(f, "multi", 1, path);
+  assert_int_equal(fchmodat(f->dirfd, "multi/a.c", 0600, 0), 0);
+  assert_int_equal(fchmodat(f->dirfd, "multi", 0777, 0), 0);
+  snprintf(path, sizeof(path), "%s/multi", f->dir);
+  expect_insecure(f, "multi", 1, path);
+  assert_int_equal(fchmodat(f->dirfd, "multi", 0700, 0), 0);
+
+  assert_int_equal(chmod(f->dir, 0757), 0);
+  expect_insecure(f, "hello", 0, f->dir);
+  assert_int_equal(chmod(f->dir, 0700), 0);
+}
+
 /* ---- the compiler's argv ---------------------------------------------- */
 
 static void test_build_argv_single_file(void **state) {
@@ -907,6 +966,7 @@ int main(void) {
       T(test_build_key_ignores_headers_under_usr),
       T(test_build_key_changes_with_werror),
       T(test_build_key_fails_without_source),
+      T(test_build_key_refuses_inputs_others_could_write),
       T(test_build_argv_single_file),
       T(test_build_argv_dir_plugin),
       T(test_build_argv_splits_cc_and_adds_werror_color),

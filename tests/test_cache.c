@@ -357,6 +357,36 @@ static void test_cache_refuses_symlink(void **state) {
                  "not followed)");
 }
 
+/* A file (or directory) other users could write is not copied, unless
+ * allow_insecure; the message names the whole path and the fix. */
+static void test_cache_refuses_what_others_could_write(void **state) {
+  fx *f = *state;
+  hs_cache_file cf;
+  hs_error err;
+  char msg[512];
+
+  assert_int_equal(fchmodat(f->srcfd, "counter.so", 0666, 0), 0);
+  snprintf(msg, sizeof(msg),
+           "%s/counter.so is writable by other users (mode 0666): they "
+           "could change the code hotswap runs; chmod go-w %s/counter.so "
+           "(or start hotswap with --allow-insecure)",
+           f->src, f->src);
+  expect_refused(f, "counter.so", HS_EINSECURE, "copy", msg);
+  assert_int_equal(fchmodat(f->srcfd, "counter.so", 0644, 0), 0);
+  assert_int_equal(chmod(f->src, 0777), 0);
+  snprintf(msg, sizeof(msg),
+           "%s is writable by other users (mode 0777): they could change "
+           "the code hotswap runs; chmod go-w %s (or start hotswap with "
+           "--allow-insecure)",
+           f->src, f->src);
+  expect_refused(f, "counter.so", HS_EINSECURE, "copy", msg);
+  f->cache.allow_insecure = 1;
+  assert_int_equal(hs_cache_add(&f->cache, f->srcfd, "counter.so", &cf, &err),
+                   0);
+  hs_cache_remove(&f->cache, &cf);
+  assert_int_equal(chmod(f->src, 0700), 0);
+}
+
 static void test_cache_refuses_directory(void **state) {
   fx *f = *state;
 
@@ -439,6 +469,7 @@ int main(void) {
       T(test_cache_copy_survives_source_overwrite),
       T(test_cache_copies_across_file_systems),
       T(test_cache_refuses_symlink),
+      T(test_cache_refuses_what_others_could_write),
       T(test_cache_refuses_directory),
       T(test_cache_refuses_fifo_without_blocking),
       T(test_cache_reports_missing_file),

@@ -267,13 +267,14 @@ static void test_elf_rejects_overflowing_offsets(void **state) {
 
 #define PINS_NODELETE                                                          \
   "it is marked NODELETE (DF_1_NODELETE, from linking with -z nodelete), "     \
-  "so dlclose never unmaps it"
+  "so dlclose never unmaps it; link it without -z nodelete"
 #define PINS_UNIQUE(sym)                                                       \
   "it defines the STB_GNU_UNIQUE symbol " sym ", which is never unloaded (a "  \
   "C++ inline or template static; build with -fno-gnu-unique)"
 #define PINS_THREAD_LOCAL                                                      \
   "it has thread_local objects with destructors (__cxa_thread_atexit), and "   \
-  "glibc keeps it mapped once one of them is constructed"
+  "glibc keeps it mapped once one of them is constructed; use thread_local "   \
+  "only for types with trivial destructors"
 
 /* A C++ fixture's path, or a skip when the build has no C++ fixtures
  * (HOTSWAP_EXAMPLE_CXX off, or no C++ compiler). */

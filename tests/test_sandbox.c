@@ -429,14 +429,14 @@ static void test_sandbox_rejects_null_descriptor(void **state) {
 static void test_sandbox_rejects_wrong_abi(void **state) {
   expect_rejected(*state, FIXTURE("bad_abi"), HS_EABI, "abi",
                   "counter.so was built for plugin ABI 99; this host speaks "
-                  "ABI 2",
+                  "ABI 3",
                   "");
 }
 
 static void test_sandbox_rejects_short_descriptor(void **state) {
   char text[128];
   snprintf(text, sizeof(text),
-           "descriptor of counter.so is 16 bytes; ABI 2 needs at least %zu",
+           "descriptor of counter.so is 16 bytes; ABI 3 needs at least %zu",
            sizeof(hs_plugin));
   expect_rejected(*state, FIXTURE("bad_size"), HS_EDESC, "abi", text, "");
 }
@@ -582,6 +582,45 @@ static void test_sandbox_rejects_failing_migrate(void **state) {
                  "HS_ERANGE (result out of range)");
   assert_true(log_contains(e, "counter sandbox: cannot migrate from v1"));
   hs_state_free(&st);
+}
+
+/* ---- what makes a swap unsafe ---------------------------------------- */
+
+/* The live version's ranges come with the request; a state word inside
+ * one after load() rejects the candidate, naming offset and section. */
+static void test_sandbox_rejects_pointer_into_old_image(void **state) {
+  env *e = *state;
+  hs_state st;
+  hs_imagemap old = {0};
+  state_v1(&st, 7, 0x7f0000001234); /* "ticks": load() leaves it */
+  old.r[0] = (hs_imagemap_range){0x7f0000000000, 0x7f0000001000, ".text"};
+  old.r[1] = (hs_imagemap_range){0x7f0000001000, 0x7f0000002000, ".rodata"};
+  old.n = 2;
+  hs_sandbox_req req = request(FIXTURE("counter_v1b"), &st);
+  req.old_map = &old;
+  req.old_version = "1.0";
+  hs_verdict v = validate(e, &req);
+
+  expect_verdict(&v, HS_ESTATEPTR, "pointers",
+                 "state offset 8 points into counter.so .rodata "
+                 "(0x7f0000001234) of version 1.0, which the swap unmaps: "
+                 "store data, not pointers to string literals or constant "
+                 "tables");
+  assert_true(log_contains(e, "counter sandbox: load reload version 1.1"));
+
+  /* Nothing in the ranges: accepted. */
+  old.r[1].hi = 0x7f0000001200;
+  v = validate(e, &req);
+  expect_verdict(&v, 0, "", NULL);
+  hs_state_free(&st);
+}
+
+static void test_sandbox_rejects_thread_left_after_unload(void **state) {
+  expect_rejected(*state, FIXTURE("unsafe_thread"), HS_ETHREAD, "unload",
+                  "unload() of counter.so left 1 thread running: stop and "
+                  "join it in unload() (dlclose would unmap the code it "
+                  "runs)",
+                  "1.0-thread");
 }
 
 /* ---- many at once, cancel -------------------------------------------- */
@@ -883,6 +922,8 @@ int main(int argc, char **argv) {
       T(test_sandbox_rejects_missing_migrate),
       T(test_sandbox_allow_reset_accepts_missing_migrate),
       T(test_sandbox_rejects_failing_migrate),
+      T(test_sandbox_rejects_pointer_into_old_image),
+      T(test_sandbox_rejects_thread_left_after_unload),
       T(test_sandbox_parallel_validations_all_answered),
       T(test_sandbox_cancel_kills_without_callback),
       T(test_sandbox_cancel_before_report_read_kills),

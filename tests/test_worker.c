@@ -213,7 +213,7 @@ static void test_worker_open_bad_file_returns_loader_error(void **state) {
                     "counter.so does not export hotswap_plugin_entry");
   expect_open_error(e, "bad_abi", HS_EABI, "abi",
                     "counter.so was built for plugin ABI 99; this host "
-                    "speaks ABI 2");
+                    "speaks ABI 3");
   expect_open_error(e, "bad_null", HS_EDESC, "entry",
                     "hotswap_plugin_entry of counter.so returned NULL");
 }
@@ -321,24 +321,44 @@ static void test_worker_close_removes_copy_and_unloads(void **state) {
   free(log);
 }
 
+/* on_leak of the worker: the bytes reported, a running total. */
+static uint64_t leak_total;
+static uint64_t count_leak(void *data, const char *name, uint64_t bytes) {
+  assert_string_equal(name, "counter");
+  (void)data;
+  leak_total += bytes;
+  return leak_total + 1024 * 1024; /* as if earlier reloads leaked 1 MiB */
+}
+
 /* An object the dynamic loader never unmaps: closed with a warning that
- * names the plugin and the copy; the copy's file is removed anyway. */
+ * names the plugin and the copy, why it stays (from the ELF file) and what
+ * it leaks, as on_leak counts it; the copy's file is removed anyway. */
 static void test_worker_close_warns_when_object_stays_mapped(void **state) {
   env *e = *state;
   hs_cache_file f;
   hs_image img;
   hs_error err;
-  char path[512], want[256];
+  char path[512], want[512];
 
   copy_fixture(e, "counter_v1_nodelete", &f);
   snprintf(path, sizeof(path), "%s", f.path);
-  snprintf(want, sizeof(want), "counter warning: %s: the old version stays "
-                               "mapped after dlclose",
-           strrchr(path, '/') + 1);
+  assert_non_null(strstr(f.pins, "NODELETE"));
   assert_int_equal(hs_loader_open(&img, f.path, "counter.so", &err), 0);
+  leak_total = 0;
+  e->w.on_leak = count_leak;
   hs_worker_close(&e->w, "counter", &img, &f);
   settle(e);
   assert_false(exists(path));
+  assert_true(leak_total >= 4096);
+  snprintf(want, sizeof(want),
+           "counter warning: %s: the old version stays mapped after "
+           "dlclose: it is marked NODELETE (DF_1_NODELETE, from linking "
+           "with -z nodelete), so dlclose never unmaps it; link it without "
+           "-z nodelete; this reload leaks %llu KiB (%llu KiB in all for "
+           "counter)\n",
+           strrchr(path, '/') + 1,
+           (unsigned long long)(leak_total + 1023) / 1024,
+           (unsigned long long)(leak_total + 1023) / 1024 + 1024);
   char *log = log_text(e);
   if (!strstr(log, want))
     fail_msg("log lacks \"%s\":\n%s", want, log);
