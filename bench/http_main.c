@@ -156,6 +156,17 @@ static const char *api_config_get(hs_ctx *ctx, const char *key) {
   return NULL;
 }
 
+/* No fd store here: nothing is kept, nothing is handed back. */
+static int api_fd_keep(hs_ctx *ctx, int fd, const char *name) {
+  (void)ctx, (void)fd, (void)name;
+  return 0;
+}
+
+static int api_fd_take(hs_ctx *ctx, const char *name) {
+  (void)ctx, (void)name;
+  return HS_ENOENT;
+}
+
 /* ---- the program -------------------------------------------------------- */
 
 /* Reads DIR/NAME.conf: "key = value" lines, '#' comments. */
@@ -224,6 +235,8 @@ int main(int argc, char **argv) {
       .timer_start = api_timer_start,
       .timer_stop = api_timer_stop,
       .config_get = api_config_get,
+      .fd_keep = api_fd_keep,
+      .fd_take = api_fd_take,
   };
   struct sigaction sa = {.sa_handler = on_signal};
   hs_ctx ctx = {0};

@@ -11,6 +11,7 @@ static const size_t min_desc_size[] = {
     0,
     HS_PLUGIN_SIZE_V1,
     HS_PLUGIN_SIZE_V2,
+    HS_PLUGIN_SIZE_V3,
 };
 _Static_assert(sizeof(min_desc_size) / sizeof(min_desc_size[0]) ==
                    HS_ABI_VERSION + 1,

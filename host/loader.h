@@ -18,7 +18,9 @@ typedef struct hs_image {
 
 /* The smallest descriptor a plugin of each ABI version may have. */
 #define HS_PLUGIN_SIZE_V1 offsetof(hs_plugin, on_io)
-#define HS_PLUGIN_SIZE_V2 sizeof(hs_plugin)
+#define HS_PLUGIN_SIZE_V2                                                      \
+  (offsetof(hs_plugin, on_config) + sizeof(((hs_plugin *)0)->on_config))
+#define HS_PLUGIN_SIZE_V3 sizeof(hs_plugin) /* ABI 3 grew hs_api only */
 
 /* 1 if the descriptor d is large enough to hold member m (a plugin built
  * for an older ABI has none of the later members). */

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "log.h"
+
 /* Fills n->addr from $NOTIFY_SOCKET's value. Returns 0 or HS_EINVAL. */
 static int parse_address(hs_notify *n, const char *v) {
   size_t len = strlen(v);
@@ -106,33 +108,115 @@ int hs_notify_send(hs_notify *n, const char *fmt, ...) {
   return rc;
 }
 
+int hs_notify_fdname_valid(const char *name) {
+  size_t len = strlen(name);
+
+  if (len == 0 || len > HS_NOTIFY_FDNAME_MAX)
+    return 0;
+  for (const char *p = name; *p; p++)
+    if (*p < ' ' || *p > '~' || *p == ':')
+      return 0;
+  return 1;
+}
+
+int hs_notify_store(hs_notify *n, const char *name, int fd) {
+  char msg[32 + HS_NOTIFY_FDNAME_MAX];
+
+  if (!hs_notify_fdname_valid(name) || fd < 0)
+    return HS_EINVAL;
+  snprintf(msg, sizeof(msg), "FDSTORE=1\nFDNAME=%s", name);
+  return hs_notify_send_fds(n, msg, &fd, 1);
+}
+
+int hs_notify_unstore(hs_notify *n, const char *name) {
+  if (!hs_notify_fdname_valid(name))
+    return HS_EINVAL;
+  return hs_notify_send(n, "FDSTOREREMOVE=1\nFDNAME=%s", name);
+}
+
+/* Closes the adopted fds not taken and frees the table. */
+static void passed_free(hs_notify *n) {
+  for (size_t i = 0; i < n->npassed; i++) {
+    if (n->passed[i].fd >= 0)
+      close(n->passed[i].fd);
+    free(n->passed[i].name);
+  }
+  free(n->passed);
+  n->passed = NULL;
+  n->npassed = 0;
+}
+
 void hs_notify_close(hs_notify *n) {
   if (n->fd >= 0)
     close(n->fd);
   n->fd = -1;
+  passed_free(n);
 }
 
-int hs_notify_listen_fd(const char *name) {
+int hs_notify_listen_fds(hs_notify *n) {
   const char *pid = getenv("LISTEN_PID"), *nfds = getenv("LISTEN_FDS");
   const char *names = getenv("LISTEN_FDNAMES");
-  int found = -1;
+  long count = 0;
+  int rc = 0;
 
-  if (pid && nfds && strtol(pid, NULL, 10) == (long)getpid()) {
-    long n = strtol(nfds, NULL, 10);
+  if (pid && nfds && strtol(pid, NULL, 10) == (long)getpid())
+    count = strtol(nfds, NULL, 10);
+  if (count > 1024)
+    count = 1024; /* beyond any FileDescriptorStoreMax= in use */
+  if (count > 0 &&
+      (n->passed = calloc((size_t)count, sizeof(*n->passed))) != NULL) {
     const char *p = names ? names : "";
-    for (long i = 0; i < n && i < 1024; i++) {
-      int fd = 3 + (int)i;
+    n->npassed = (size_t)count;
+    for (long i = 0; i < count; i++) {
       size_t len = strcspn(p, ":");
-      fcntl(fd, F_SETFD, FD_CLOEXEC);
-      if (found < 0 && len == strlen(name) && strncmp(p, name, len) == 0)
-        found = fd;
+      n->passed[i].fd = 3 + (int)i;
+      fcntl(n->passed[i].fd, F_SETFD, FD_CLOEXEC);
+      n->passed[i].name = len ? strndup(p, len) : strdup("unknown");
+      if (!n->passed[i].name)
+        rc = HS_ENOMEM;
       p += len;
       if (*p == ':')
         p++;
     }
+  } else if (count > 0) {
+    rc = HS_ENOMEM;
+    for (long i = 0; i < count; i++)
+      close(3 + (int)i);
   }
   unsetenv("LISTEN_PID");
   unsetenv("LISTEN_FDS");
   unsetenv("LISTEN_FDNAMES");
-  return found;
+  if (rc != 0) {
+    passed_free(n);
+    return rc;
+  }
+  return (int)n->npassed;
+}
+
+int hs_notify_take(hs_notify *n, const char *name) {
+  for (size_t i = 0; i < n->npassed; i++)
+    if (n->passed[i].fd >= 0 && strcmp(n->passed[i].name, name) == 0) {
+      int fd = n->passed[i].fd;
+      n->passed[i].fd = -1;
+      return fd;
+    }
+  return HS_ENOENT;
+}
+
+int hs_notify_drop_untaken(hs_notify *n) {
+  int dropped = 0;
+
+  for (size_t i = 0; i < n->npassed; i++) {
+    hs_notify_fd *p = &n->passed[i];
+    if (p->fd < 0)
+      continue;
+    hs_log(HS_LOG_INFO, NULL, "fdstore",
+           "closed %s (fd %d) from systemd's fd store: nobody took it",
+           p->name, p->fd);
+    close(p->fd);
+    p->fd = -1;
+    hs_notify_unstore(n, p->name);
+    dropped++;
+  }
+  return dropped;
 }

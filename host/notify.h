@@ -9,7 +9,13 @@
  *   RELOADING=1 / READY=1        around a host upgrade
  *   STATUS=<one line>            a summary for "systemctl status"
  *   FDSTORE=1 + FDNAME=<name>    with a listening socket attached, so a
- *                                restarted host gets it back
+ *                                restarted host gets it back: "control",
+ *                                or "<plugin>.<name>" (hs_api.fd_keep)
+ *   FDSTOREREMOVE=1 + FDNAME=    when such a socket is closed for good
+ *
+ * The fds systemd hands a restarted host ($LISTEN_FDS) wait in a table in
+ * hs_notify until they are taken by name (hs_notify_take); the ones nobody
+ * takes are closed and dropped from the store (hs_notify_drop_untaken).
  *
  * Without $NOTIFY_SOCKET (not run by systemd, or Type= is not notify) every
  * function is a no-op that returns 0. $NOTIFY_SOCKET is left in the
@@ -29,10 +35,21 @@
 /* Most fds one message carries (the kernel's SCM_MAX_FD). */
 #define HS_NOTIFY_FDS_MAX 253
 
+/* The longest fd name systemd accepts (FDNAME=). */
+#define HS_NOTIFY_FDNAME_MAX 255
+
+/* An fd systemd passed at start, until it is taken. */
+typedef struct hs_notify_fd {
+  int fd;     /* 3, 4, ...; -1 once taken or closed */
+  char *name; /* its name in $LISTEN_FDNAMES, "unknown" when none */
+} hs_notify_fd;
+
 typedef struct hs_notify {
   int fd;                  /* SOCK_DGRAM socket, -1 when inactive */
   struct sockaddr_un addr; /* where $NOTIFY_SOCKET points */
   socklen_t addrlen;       /* its length (abstract names have no NUL) */
+  hs_notify_fd *passed;    /* fds from $LISTEN_FDS (hs_notify_listen_fds) */
+  size_t npassed;
 } hs_notify;
 
 /*
@@ -71,16 +88,49 @@ int hs_notify_send_fds(hs_notify *n, const char *msg, const int *fds,
                        size_t nfds);
 
 /*
- * The fd systemd handed this process under name (sd_listen_fds(3):
+ * Sends "FDSTORE=1\nFDNAME=<name>" with fd: systemd keeps a duplicate
+ * under name. Returns 0 (also when inactive), HS_EINVAL for a name
+ * hs_notify_fdname_valid refuses or fd < 0, or what hs_notify_send_fds
+ * returns.
+ */
+int hs_notify_store(hs_notify *n, const char *name, int fd);
+
+/* Sends "FDSTOREREMOVE=1\nFDNAME=<name>": systemd closes what it keeps
+ * under name. Returns as hs_notify_store. */
+int hs_notify_unstore(hs_notify *n, const char *name);
+
+/* 1 if systemd accepts name as an FDNAME: 1 to HS_NOTIFY_FDNAME_MAX
+ * printable ASCII characters, no ':' (it separates $LISTEN_FDNAMES). */
+int hs_notify_fdname_valid(const char *name);
+
+/*
+ * Adopts the fds systemd handed this process (sd_listen_fds(3):
  * $LISTEN_PID is our pid, $LISTEN_FDS fds from 3 on, $LISTEN_FDNAMES their
  * names separated by ':'), e.g. "control" from the fd store after a
- * restart; -1 when there is none. Every fd handed over is made
- * close-on-exec, and the three variables are removed from the environment
- * so that children do not take them for theirs. Call once, at start.
+ * restart, into n's table. Each is made close-on-exec. The three variables
+ * are removed from the environment in any case, so that neither children
+ * nor this process re-executed (same pid) take the numbers for theirs.
+ * Returns the number of fds adopted (0 without any, or when $LISTEN_PID is
+ * another process), or HS_ENOMEM (the fds are then closed). Call once,
+ * after hs_notify_init and before anything opens fds; works also when n is
+ * inactive.
  */
-int hs_notify_listen_fd(const char *name);
+int hs_notify_listen_fds(hs_notify *n);
 
-/* Closes the socket; n becomes inactive. Harmless when inactive. */
+/* The adopted fd named name, handed out once: the caller owns it. Returns
+ * the fd, or HS_ENOENT when there is none (left). */
+int hs_notify_take(hs_notify *n, const char *name);
+
+/*
+ * Closes every adopted fd nobody took, logs each (info, event "fdstore")
+ * and takes its name out of the store (FDSTOREREMOVE), so that the next
+ * restart does not hand it back either. Returns how many it closed. Call
+ * once everyone who may take one has had the chance.
+ */
+int hs_notify_drop_untaken(hs_notify *n);
+
+/* Closes the socket and every adopted fd not taken (quietly; the store
+ * keeps them); n becomes inactive. Harmless when inactive. */
 void hs_notify_close(hs_notify *n);
 
 #endif /* HS_NOTIFY_H */

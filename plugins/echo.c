@@ -24,8 +24,14 @@
  * Limits: 64 connections (more are accepted and closed at once) and lines
  * of at most 1023 bytes plus the newline. A longer line gets the reply
  * "<version>: error: line too long" and the connection is closed.
- * A "\r" before the newline is dropped. The host's upgrade (re-exec) does
- * not carry fds: after one, echo listens anew and earlier clients are gone.
+ * A "\r" before the newline is dropped.
+ *
+ * The host's upgrade (re-exec) carries every fd with its number, so it is
+ * like a reload: clients stay connected. Under systemd the listening
+ * socket is also kept in the fd store (api->fd_keep): if the host crashes,
+ * systemd restarts it with that socket (api->fd_take), so clients that
+ * connect meanwhile wait instead of being refused (connected clients are
+ * lost with the crashed host).
  *
  * Try it:  ./dev run   then   nc 127.0.0.1 7007
  */
@@ -33,6 +39,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <stdint.h>
@@ -185,26 +192,80 @@ static int listen_open(hs_ctx *ctx, const char *address, uint32_t port,
   return rc;
 }
 
+/* The listening socket a host that ran before this one (and crashed) kept
+ * in systemd's fd store, if the host has it and it is on address:port (any
+ * port for 0): watched, its port in *bound. Returns the fd, or -1 (then
+ * closed) when there is none or it does not fit. Needs ABI 3. */
+static int listen_take(hs_ctx *ctx, const char *address, uint32_t port,
+                       uint32_t *bound) {
+  struct sockaddr_in sa;
+  socklen_t len = sizeof(sa);
+  char have[16];
+
+  if (api->abi_version < 3)
+    return -1;
+  int fd = api->fd_take(ctx, "listen");
+  if (fd < 0)
+    return -1;
+  if (getsockname(fd, (struct sockaddr *)&sa, &len) != 0 ||
+      sa.sin_family != AF_INET ||
+      !inet_ntop(AF_INET, &sa.sin_addr, have, sizeof(have)) ||
+      strcmp(have, address) != 0 ||
+      (port != 0 && ntohs(sa.sin_port) != port)) {
+    api->log(ctx, HS_LOG_INFO, "the listening socket from systemd's fd store "
+             "is not on %s:%" PRIu32 "; opening a new one", address, port);
+    close(fd);
+    return -1;
+  }
+  /* As it was kept: made non-blocking here, for accept_all. */
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0 ||
+      api->io_watch(ctx, fd, HS_IO_READ, 0) != 0) {
+    close(fd);
+    return -1;
+  }
+  *bound = ntohs(sa.sin_port);
+  return fd;
+}
+
+/* Keeps the listening socket in systemd's fd store (ABI 3), so that a host
+ * restarted after a crash gets it back: no connection is refused meanwhile.
+ * Without systemd the host only notes the name. */
+static void listen_keep(hs_ctx *ctx, echo_state *s) {
+  if (api->abi_version < 3 || !s->listen_fd1)
+    return;
+  int rc = api->fd_keep(ctx, s->listen_fd1 - 1, "listen");
+  if (rc != 0)
+    api->log(ctx, HS_LOG_WARN, "cannot keep the listening socket in the fd "
+             "store: %s", strerror(-rc));
+}
+
 /* Opens the listener the configuration asks for; the old one, if any, is
- * closed only once the new one works. */
-static void listen_update(hs_ctx *ctx, echo_state *s) {
+ * closed only once the new one works. may_take (a first load): the one
+ * from systemd's fd store if it is on that address and port. */
+static void listen_update(hs_ctx *ctx, echo_state *s, int may_take) {
   char address[16];
   uint32_t port, bound = 0;
 
   read_config(ctx, address, &port);
   if (s->listen_fd1 && port == s->cfg_port &&
-      strcmp(address, s->address) == 0)
+      strcmp(address, s->address) == 0) {
+    listen_keep(ctx, s); /* kept already, unless an older version opened it */
     return;
-  int fd = listen_open(ctx, address, port, &bound);
-  if (fd < 0)
+  }
+  int fd = may_take ? listen_take(ctx, address, port, &bound) : -1;
+  const char *from = fd >= 0 ? " (the socket from systemd's fd store)" : "";
+  if (fd < 0 && (fd = listen_open(ctx, address, port, &bound)) < 0)
     return;
   if (s->listen_fd1)
-    api->io_close(ctx, s->listen_fd1 - 1);
+    api->io_close(ctx, s->listen_fd1 - 1); /* leaves the fd store too */
   s->listen_fd1 = fd + 1;
   s->cfg_port = port;
   s->port = bound;
   strcpy(s->address, address);
-  api->log(ctx, HS_LOG_INFO, "listening on %s:%" PRIu32, s->address, s->port);
+  listen_keep(ctx, s);
+  api->log(ctx, HS_LOG_INFO, "listening on %s:%" PRIu32 "%s", s->address,
+           s->port, from);
 }
 
 static void conn_close(hs_ctx *ctx, echo_state *s, unsigned i) {
@@ -334,12 +395,10 @@ static int echo_load(hs_ctx *ctx, void *state, hs_load_reason reason) {
   }
   if (api->in_sandbox(ctx))
     return 0; /* the live fds do not exist here */
-  if (reason == HS_LOAD_UPGRADE) {
-    /* A re-executed host does not carry the fds: the numbers are stale. */
-    s->listen_fd1 = 0;
-    memset(s->conn, 0, sizeof(s->conn));
-  }
-  listen_update(ctx, s); /* after a reload: only if none is open */
+  /* After a reload, an upgrade (the re-executed host carries every fd, same
+   * numbers) or a rollback the fds in the state are live: a listener opens
+   * only if none is. */
+  listen_update(ctx, s, reason == HS_LOAD_START);
   for (unsigned i = 0; i < ECHO_CONNS; i++)
     open += s->conn[i].fd1 != 0;
   if (reason != HS_LOAD_START)
@@ -381,7 +440,7 @@ static void echo_on_io(hs_ctx *ctx, void *state, int fd, uint32_t events,
 
 static void echo_on_config(hs_ctx *ctx, void *state) {
   if (!api->in_sandbox(ctx))
-    listen_update(ctx, state);
+    listen_update(ctx, state, 0);
 }
 
 /* Feeds text into a fresh connection and checks the replies. */

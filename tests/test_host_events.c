@@ -2,7 +2,7 @@
  * test_host_events.c - the ABI 2 event services through the real host:
  * fds and timers registered by one version deliver their events to the
  * next, NAME.conf reaches config_get and on_config, a removed plugin's fds
- * are closed by the host, and an ABI 1 plugin still loads.
+ * are closed by the host, and ABI 1 and ABI 2 plugins still load.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -90,11 +90,28 @@ static void test_host_events_abi1_plugin_loads(void **state) {
   assert_int_equal(harness_stop(h), 0);
 }
 
+/* A plugin built against ABI 2 (before fd_keep and fd_take) loads, and
+ * its event services work. */
+static void test_host_events_abi2_plugin_loads(void **state) {
+  harness *h = *state;
+
+  assert_int_equal(harness_install(h, "ev_abi2", "mid.so", HARNESS_WRITE_NEW,
+                                   NULL),
+                   0);
+  assert_int_equal(harness_start(h, NULL), 0);
+  harness_expect_line(h, "mid loaded: version abi2");
+  harness_expect_line(h, "mid log: io abi2 fd-token 42 total ");
+  harness_expect_status(h, "mid", "status", "live");
+  assert_int_equal(harness_stop(h), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_host_events_survive_reload,
                                       harness_setup, harness_teardown),
       cmocka_unit_test_setup_teardown(test_host_events_abi1_plugin_loads,
+                                      harness_setup, harness_teardown),
+      cmocka_unit_test_setup_teardown(test_host_events_abi2_plugin_loads,
                                       harness_setup, harness_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

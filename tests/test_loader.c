@@ -113,7 +113,7 @@ static void test_loader_rejects_wrong_abi(void **state) {
   (void)state;
   expect_rejected(FIXTURE("bad_abi"), HS_EABI, "abi",
                   "counter.so was built for plugin ABI 99; this host speaks "
-                  "ABI 2");
+                  "ABI 3");
 }
 
 static void test_loader_rejects_short_descriptor(void **state) {
@@ -121,7 +121,7 @@ static void test_loader_rejects_short_descriptor(void **state) {
 
   (void)state;
   snprintf(msg, sizeof(msg),
-           "descriptor of counter.so is 16 bytes; ABI 2 needs at least %zu",
+           "descriptor of counter.so is 16 bytes; ABI 3 needs at least %zu",
            sizeof(hs_plugin));
   expect_rejected(FIXTURE("bad_size"), HS_EDESC, "abi", msg);
 }
@@ -207,7 +207,7 @@ static void test_loader_check_descriptors(void **state) {
   d = good_desc();
   d.abi_version = 0;
   check_desc(&d, HS_EABI,
-               "t.so was built for plugin ABI 0; this host speaks ABI 2");
+               "t.so was built for plugin ABI 0; this host speaks ABI 3");
   d = good_desc();
   d.name = NULL;
   check_desc(&d, HS_EDESC, "descriptor of t.so has no name");

@@ -311,6 +311,188 @@ static void test_notify_reports_missing_listener(void **state) {
   hs_notify_close(&n);
 }
 
+/* FDSTORE=1 / FDSTOREREMOVE=1 with a name, and the names systemd takes. */
+static void test_notify_stores_and_unstores(void **state) {
+  fake f;
+  hs_notify n;
+  char buf[512], name[300];
+  int pipefd[2], got = -1;
+
+  (void)state;
+  fake_path(&f);
+  assert_int_equal(pipe2(pipefd, O_CLOEXEC), 0);
+  assert_int_equal(hs_notify_init(&n), 0);
+  assert_int_equal(hs_notify_store(&n, "http.listen", pipefd[1]), 0);
+  fake_recv(&f, buf, sizeof(buf), &got);
+  assert_string_equal(buf, "FDSTORE=1\nFDNAME=http.listen");
+  assert_true(got >= 0);
+  close(got);
+  assert_int_equal(hs_notify_unstore(&n, "http.listen"), 0);
+  fake_recv(&f, buf, sizeof(buf), &got);
+  assert_string_equal(buf, "FDSTOREREMOVE=1\nFDNAME=http.listen");
+  assert_int_equal(got, -1);
+
+  /* Names systemd refuses are refused here, and nothing is sent. */
+  assert_int_equal(hs_notify_store(&n, "a:b", pipefd[1]), HS_EINVAL);
+  assert_int_equal(hs_notify_store(&n, "a\nREADY=1", pipefd[1]), HS_EINVAL);
+  assert_int_equal(hs_notify_store(&n, "", pipefd[1]), HS_EINVAL);
+  assert_int_equal(hs_notify_store(&n, "ok", -1), HS_EINVAL);
+  assert_int_equal(hs_notify_unstore(&n, "a:b"), HS_EINVAL);
+  memset(name, 'x', sizeof(name));
+  name[HS_NOTIFY_FDNAME_MAX + 1] = '\0';
+  assert_int_equal(hs_notify_fdname_valid(name), 0);
+  assert_int_equal(hs_notify_store(&n, name, pipefd[1]), HS_EINVAL);
+  name[HS_NOTIFY_FDNAME_MAX] = '\0';
+  assert_int_equal(hs_notify_fdname_valid(name), 1);
+  assert_int_equal(hs_notify_fdname_valid("my plugin.listen-2"), 1);
+  fake_expect_empty(&f);
+  hs_notify_close(&n);
+
+  /* Inactive: a no-op, after the same name check. */
+  unsetenv("NOTIFY_SOCKET");
+  assert_int_equal(hs_notify_init(&n), 0);
+  assert_int_equal(hs_notify_store(&n, "http.listen", pipefd[1]), 0);
+  assert_int_equal(hs_notify_unstore(&n, "http.listen"), 0);
+  assert_int_equal(hs_notify_store(&n, "a:b", pipefd[1]), HS_EINVAL);
+  hs_notify_close(&n);
+  close(pipefd[0]);
+  close(pipefd[1]);
+  fake_close(&f);
+}
+
+/* Fds 3 and 4 as systemd passes them: read ends of two pipes, the ones in
+ * place before saved (at 100 and up) for restore_fds. Call before opening
+ * anything else the test uses. */
+static void pass_fds(int saved[2], int writers[2]) {
+  for (int i = 0; i < 2; i++) {
+    int p[2], rd;
+    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    rd = fcntl(p[0], F_DUPFD, 10);
+    writers[i] = fcntl(p[1], F_DUPFD_CLOEXEC, 10);
+    assert_true(rd >= 0 && writers[i] >= 0);
+    close(p[0]);
+    close(p[1]);
+    saved[i] = fcntl(3 + i, F_DUPFD_CLOEXEC, 100);
+    assert_int_equal(dup2(rd, 3 + i), 3 + i);
+    close(rd);
+  }
+}
+
+static void restore_fds(const int saved[2], const int writers[2]) {
+  for (int i = 0; i < 2; i++) {
+    close(writers[i]);
+    if (saved[i] >= 0) {
+      dup2(saved[i], 3 + i);
+      close(saved[i]);
+    } else {
+      close(3 + i);
+    }
+  }
+}
+
+static void set_listen_env(long pid, const char *fds, const char *names) {
+  char me[32];
+  snprintf(me, sizeof(me), "%ld", pid);
+  assert_int_equal(setenv("LISTEN_PID", me, 1), 0);
+  assert_int_equal(setenv("LISTEN_FDS", fds, 1), 0);
+  if (names)
+    assert_int_equal(setenv("LISTEN_FDNAMES", names, 1), 0);
+  else
+    unsetenv("LISTEN_FDNAMES");
+}
+
+/* $LISTEN_FDS: adopted by name, each handed out once; the rest closed and
+ * dropped from the store once everyone had the chance. */
+static void test_notify_takes_passed_fds(void **state) {
+  fake f;
+  hs_notify n;
+  char buf[256];
+  int saved[2], writers[2];
+
+  (void)state;
+  pass_fds(saved, writers);
+  fake_path(&f);
+  set_listen_env((long)getpid(), "2", "control:http.listen");
+  assert_int_equal(hs_notify_init(&n), 0);
+  assert_int_equal(hs_notify_listen_fds(&n), 2);
+  /* Read once: a re-executed host (same pid) must not adopt them again. */
+  assert_null(getenv("LISTEN_PID"));
+  assert_null(getenv("LISTEN_FDS"));
+  assert_null(getenv("LISTEN_FDNAMES"));
+  assert_true(fcntl(3, F_GETFD) & FD_CLOEXEC);
+  assert_true(fcntl(4, F_GETFD) & FD_CLOEXEC);
+
+  assert_int_equal(hs_notify_take(&n, "http.listen"), 4);
+  assert_int_equal(hs_notify_take(&n, "http.listen"), HS_ENOENT);
+  assert_int_equal(hs_notify_take(&n, "http"), HS_ENOENT);
+  assert_int_equal(hs_notify_take(&n, "echo.listen"), HS_ENOENT);
+  fake_expect_empty(&f);
+
+  /* control was not taken: closed, and out of the store. */
+  assert_int_equal(hs_notify_drop_untaken(&n), 1);
+  assert_int_equal(fcntl(3, F_GETFD), -1);
+  assert_int_equal(errno, EBADF);
+  fake_recv(&f, buf, sizeof(buf), NULL);
+  assert_string_equal(buf, "FDSTOREREMOVE=1\nFDNAME=control");
+  assert_int_equal(hs_notify_drop_untaken(&n), 0);
+  assert_int_equal(hs_notify_take(&n, "control"), HS_ENOENT);
+  fake_expect_empty(&f);
+  /* The taken one is the caller's: still open, after close too. */
+  hs_notify_close(&n);
+  assert_true(fcntl(4, F_GETFD) >= 0);
+  restore_fds(saved, writers);
+  fake_close(&f);
+}
+
+/* Fds for another process, or without names, and the close of fds nobody
+ * took at hs_notify_close (quietly: the store keeps them). */
+static void test_notify_passed_fds_edge_cases(void **state) {
+  fake f;
+  hs_notify n;
+  int saved[2], writers[2];
+
+  (void)state;
+  pass_fds(saved, writers);
+  fake_path(&f);
+
+  /* $LISTEN_PID names another process: not ours, untouched, but unset. */
+  set_listen_env((long)getpid() + 1, "2", "a:b");
+  assert_int_equal(hs_notify_init(&n), 0);
+  assert_int_equal(hs_notify_listen_fds(&n), 0);
+  assert_null(getenv("LISTEN_FDS"));
+  assert_int_equal(fcntl(3, F_GETFD) & FD_CLOEXEC, 0);
+  assert_int_equal(hs_notify_take(&n, "a"), HS_ENOENT);
+  hs_notify_close(&n);
+  assert_true(fcntl(3, F_GETFD) >= 0);
+
+  /* No names: "unknown", as sd_listen_fds_with_names says. */
+  set_listen_env((long)getpid(), "1", NULL);
+  assert_int_equal(hs_notify_init(&n), 0);
+  assert_int_equal(hs_notify_listen_fds(&n), 1);
+  assert_int_equal(hs_notify_take(&n, "unknown"), 3);
+  hs_notify_close(&n);
+  assert_true(fcntl(3, F_GETFD) >= 0);
+
+  /* Closed at hs_notify_close when nobody took them; nothing is sent. */
+  set_listen_env((long)getpid(), "2", "x.listen:y.listen");
+  assert_int_equal(hs_notify_init(&n), 0);
+  assert_int_equal(hs_notify_listen_fds(&n), 2);
+  hs_notify_close(&n);
+  assert_int_equal(fcntl(3, F_GETFD), -1);
+  assert_int_equal(fcntl(4, F_GETFD), -1);
+  fake_expect_empty(&f);
+
+  /* Nothing passed at all. */
+  unsetenv("LISTEN_PID");
+  unsetenv("LISTEN_FDS");
+  assert_int_equal(hs_notify_init(&n), 0);
+  assert_int_equal(hs_notify_listen_fds(&n), 0);
+  assert_int_equal(hs_notify_drop_untaken(&n), 0);
+  hs_notify_close(&n);
+  restore_fds(saved, writers);
+  fake_close(&f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_notify_unset_is_a_noop),
@@ -321,6 +503,9 @@ int main(void) {
       cmocka_unit_test(test_notify_rejects_bad_fds),
       cmocka_unit_test(test_notify_rejects_bad_address),
       cmocka_unit_test(test_notify_reports_missing_listener),
+      cmocka_unit_test(test_notify_stores_and_unstores),
+      cmocka_unit_test(test_notify_takes_passed_fds),
+      cmocka_unit_test(test_notify_passed_fds_edge_cases),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
