@@ -1,19 +1,28 @@
 /* bench.c - what the benchmarks share; see bench.h. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* strcasestr */
+#endif
+
 #include "bench.h"
 #include "proc.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <math.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -331,11 +340,12 @@ static void print_last(const bench_host *h) {
 int bench_host_start(bench_host *h, const char *const *args) {
   char *argv[ARGV_MAX];
   size_t n = 0;
+  const char *bin = h->bin[0] ? h->bin : HS_BENCH_BIN;
   int p[2];
 
   if (h->pid > 0)
     return -1;
-  argv[n++] = (char *)HS_BENCH_BIN;
+  argv[n++] = (char *)bin;
   argv[n++] = (char *)"--control";
   argv[n++] = h->control;
   argv[n++] = (char *)"--cache-dir";
@@ -369,7 +379,7 @@ int bench_host_start(bench_host *h, const char *const *args) {
     /* Nothing the driver inherited from its own caller: the host's fd
      * count is the host's. */
     close_range(3, ~0u, 0);
-    execv(HS_BENCH_BIN, argv);
+    execv(bin, argv);
     _exit(127);
   }
   setpgid(pid, pid);
@@ -649,6 +659,78 @@ int bench_parse_reloaded(const char *line, double *total_ms,
 int bench_parse_after(const char *line, const char *marker, double *value) {
   const char *p = strstr(line, marker);
   return p && sscanf(p + strlen(marker), "%lf", value) == 1 ? 0 : -1;
+}
+
+/* ---- an HTTP client ------------------------------------------------------ */
+
+int bench_http_connect(int port, int timeout_s, int *err, const char **what) {
+  struct sockaddr_in sa = {.sin_family = AF_INET,
+                           .sin_port = htons((uint16_t)port)};
+  struct timeval tv = {.tv_sec = timeout_s};
+  int one = 1, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0) {
+    *err = errno;
+    *what = "socket";
+    return -1;
+  }
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+    *err = errno;
+    *what = "connect";
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/* Sets *err and *what. Returns -1. */
+static int http_fail(int *err, const char **what, int e, const char *w) {
+  *err = e;
+  *what = w;
+  return -1;
+}
+
+int bench_http_get(int fd, char *body, size_t size, int *err,
+                   const char **what) {
+  static const char req[] = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+  char buf[16384], *start = NULL;
+  size_t len = 0, need = 0;
+
+  if (send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) != (ssize_t)sizeof(req) - 1)
+    return http_fail(err, what, errno, "send");
+  while (!start || len < need) {
+    if (len + 1 >= sizeof(buf))
+      return http_fail(err, what, 0, "response too large");
+    ssize_t n = recv(fd, buf + len, sizeof(buf) - 1 - len, 0);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return http_fail(err, what, errno == EAGAIN ? ETIMEDOUT : errno, "recv");
+    if (n == 0)
+      return http_fail(err, what, len ? 0 : ECONNRESET,
+                       len ? "short read" : "closed before a response");
+    len += (size_t)n;
+    buf[len] = '\0';
+    if (!start) {
+      char *end = strstr(buf, "\r\n\r\n"), *cl;
+      if (!end)
+        continue;
+      *end = '\0';
+      if (strncmp(buf, "HTTP/1.1 200 ", 13) != 0 ||
+          !(cl = strcasestr(buf, "\nContent-Length:")))
+        return http_fail(err, what, 0, "status or headers");
+      start = end + 4;
+      need = (size_t)(start - buf) + strtoul(cl + 16, NULL, 10);
+    }
+  }
+  if (len != need)
+    return http_fail(err, what, 0, "body");
+  if (body && size)
+    snprintf(body, size, "%s", start);
+  return 0;
 }
 
 /* ---- /proc ------------------------------------------------------------- */

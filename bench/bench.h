@@ -81,6 +81,8 @@ typedef struct bench_host {
   uint64_t stamp_ns; /* when the complete lines in buf were read */
   char last[8][512]; /* the last lines read, for error messages */
   unsigned nlast;
+  char bin[PATH_MAX]; /* the executable bench_host_start runs; "": the
+                         built hotswap (HS_BENCH_BIN) */
 } bench_host;
 
 /* Creates the temporary tree. Returns 0, or -1 with a message. */
@@ -107,6 +109,7 @@ int bench_host_put(bench_host *h, const char *file, const char *name);
 
 /* Starts the host on h->plugins, its stdout and stderr into a pipe:
  *   hotswap --control C --cache-dir D [args...] PLUGINS
+ * (hotswap is h->bin when set, else the built one; it is also argv[0]).
  * args is NULL or NULL-terminated. Waits for "hotswap started:". Returns 0,
  * or -1 (the host is then killed). */
 int bench_host_start(bench_host *h, const char *const *args);
@@ -175,6 +178,23 @@ int bench_parse_reloaded(const char *line, double *total_ms,
 /* The number after marker in line ("copied into the cache " -> 1055).
  * Returns 0 or -1. */
 int bench_parse_after(const char *line, const char *marker, double *value);
+
+/* ---- an HTTP client for the http example (plugins/http.c) ------------- */
+
+/* Connects to 127.0.0.1:port with TCP_NODELAY and send and receive
+ * timeouts of timeout_s. Returns the fd, or -1 with *err (an errno) and
+ * *what (a static word: "socket", "connect"). */
+int bench_http_connect(int port, int timeout_s, int *err, const char **what);
+
+/* Sends "GET /" on fd and reads the whole response (by its
+ * Content-Length); copies its body into body (NUL-terminated, cut to
+ * size). Returns 0 for a complete 200 response, or -1 with *err (an errno;
+ * 0 for a protocol error, ECONNRESET when closed before a response,
+ * ETIMEDOUT after the receive timeout) and *what (a static word: "send",
+ * "recv", "closed before a response", "short read", "status or headers",
+ * "body", "response too large"). */
+int bench_http_get(int fd, char *body, size_t size, int *err,
+                   const char **what);
 
 /* ---- /proc ------------------------------------------------------------- */
 

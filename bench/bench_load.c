@@ -23,15 +23,10 @@
  * directory; the executable entr watches) and waits until both clients
  * have had a response from it, then GAP_MS of plain load.
  */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* strcasestr */
-#endif
-
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -40,7 +35,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -186,60 +180,23 @@ static int client_fail(client *c, int e, const char *what) {
 }
 
 static int client_connect(client *c) {
-  struct sockaddr_in sa = {.sin_family = AF_INET,
-                           .sin_port = htons((uint16_t)c->port)};
-  struct timeval tv = {.tv_sec = IO_TIMEOUT_S};
-  int one = 1, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const char *what;
+  int e, fd = bench_http_connect(c->port, IO_TIMEOUT_S, &e, &what);
   if (fd < 0)
-    return client_fail(c, errno, "socket");
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-    int e = errno;
-    close(fd);
-    return client_fail(c, e, "connect");
-  }
+    return client_fail(c, e, what);
   c->connects++;
   return fd;
 }
 
 /* One GET / and its whole response (Content-Length). Returns 0 or -1. */
 static int client_request(client *c, int fd, uint64_t t0) {
-  static const char req[] = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
-  char buf[16384], *body = NULL;
-  size_t len = 0, need = 0;
+  char body[1024];
+  const char *what, *v;
+  int e;
 
-  if (send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) != (ssize_t)sizeof(req) - 1)
-    return client_fail(c, errno, "send");
-  while (!body || len < need) {
-    if (len + 1 >= sizeof(buf))
-      return client_fail(c, 0, "response too large");
-    ssize_t n = recv(fd, buf + len, sizeof(buf) - 1 - len, 0);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0)
-      return client_fail(c, errno == EAGAIN ? ETIMEDOUT : errno, "recv");
-    if (n == 0)
-      return client_fail(c, len ? 0 : ECONNRESET,
-                         len ? "short read" : "closed before a response");
-    len += (size_t)n;
-    buf[len] = '\0';
-    if (!body) {
-      char *end = strstr(buf, "\r\n\r\n"), *cl;
-      if (!end)
-        continue;
-      *end = '\0';
-      if (strncmp(buf, "HTTP/1.1 200 ", 13) != 0 ||
-          !(cl = strcasestr(buf, "\nContent-Length:")))
-        return client_fail(c, 0, "status or headers");
-      body = end + 4;
-      need = (size_t)(body - buf) + strtoul(cl + 16, NULL, 10);
-    }
-  }
-  const char *v = strstr(body, "hello from http v");
-  if (len != need || !v)
+  if (bench_http_get(fd, body, sizeof(body), &e, &what) != 0)
+    return client_fail(c, e, what);
+  if (!(v = strstr(body, "hello from http v")))
     return client_fail(c, 0, "body");
   uint64_t t1 = bench_now_ns();
   bench_samples_add(&c->latency_us, (double)(t1 - t0) / 1e3);

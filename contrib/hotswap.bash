@@ -10,13 +10,15 @@
 _hotswap_options() {
   case $1 in
   run)
-    echo --control --cache-dir --allow-state-reset --log-format \
-      --log-level --settle --sandbox-timeout --sandbox-cpu --sandbox-mem \
-      --build-timeout --plugin-werror --help --version
+    echo --control --cache-dir --allow-state-reset --allow-insecure \
+      --log-format --log-level --settle --sandbox-timeout --sandbox-cpu \
+      --sandbox-mem --build-timeout --plugin-werror --no-upgrade-watch \
+      --crash-grace --crash-limit --callback-budget --help --version
     ;;
   status) echo --json --control --help ;;
   reload) echo --control --help ;;
   new) echo --dir --help ;;
+  upgrade) echo --control --help ;;
   esac
 }
 
@@ -45,7 +47,7 @@ _hotswap() {
   # The command is the first argument or none.
   if ((COMP_CWORD > 1)); then
     case ${COMP_WORDS[1]} in
-    status | reload | new) cmd=${COMP_WORDS[1]} ;;
+    status | reload | new | upgrade) cmd=${COMP_WORDS[1]} ;;
     esac
   fi
 
@@ -69,7 +71,8 @@ _hotswap() {
     _hotswap_reply -W "debug info warn error" -- "$cur"
     return
     ;;
-  --settle | --sandbox-timeout | --sandbox-cpu | --sandbox-mem | --build-timeout)
+  --settle | --sandbox-timeout | --sandbox-cpu | --sandbox-mem | --build-timeout | \
+    --crash-grace | --crash-limit | --callback-budget)
     COMPREPLY=() # a number
     return
     ;;
@@ -87,13 +90,14 @@ _hotswap() {
     _hotswap_reply -d -- "$cur"
     if ((COMP_CWORD == 1)); then
       local c
-      for c in status reload new; do
+      for c in status reload new upgrade; do
         [[ $c == "$cur"* ]] && COMPREPLY+=("$c")
       done
     fi
     ;;
   *)
-    # status takes no operand; the NAME of reload and new is free.
+    # status and upgrade take no operand; the NAME of reload and new is
+    # free.
     COMPREPLY=()
     ;;
   esac

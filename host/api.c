@@ -2,10 +2,12 @@
 #include "api.h"
 
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "guard.h"
 #include "loader.h"
 #include "log.h"
 
@@ -64,6 +66,12 @@ static hs_fdreg *find_fd(hs_ctx *ctx, int fd) {
 }
 
 /* A watched fd is ready: to the version that is live now. */
+/* A callback of ctx's live version crashed and returned to us. */
+static void crashed(hs_ctx *ctx, const hs_guard_fault *f) {
+  if (ctx->on_crash)
+    ctx->on_crash(ctx, f);
+}
+
 static void fd_cb(hs_io *io, uint32_t ev) {
   hs_fdreg *r = io->data;
   hs_ctx *ctx = r->ctx;
@@ -75,7 +83,9 @@ static void fd_cb(hs_io *io, uint32_t ev) {
   uint32_t events = (ev & (EPOLLIN | EPOLLRDHUP) ? HS_IO_READ : 0) |
                     (ev & EPOLLOUT ? HS_IO_WRITE : 0) |
                     (ev & (EPOLLHUP | EPOLLERR) ? HS_IO_HUP | HS_IO_READ : 0);
-  d->on_io(ctx, ctx->state, r->fd, events, r->token);
+  hs_guard_fault f;
+  if (hs_guard_io(ctx, r->fd, events, r->token, &f) != 0)
+    crashed(ctx, &f);
 }
 
 static int api_io_watch(hs_ctx *ctx, int fd, uint32_t events,
@@ -122,10 +132,96 @@ static hs_fdreg *take_fd(hs_ctx *ctx, int fd) {
   return NULL;
 }
 
+/* ---- systemd's fd store (ABI 3) ---- */
+
+static hs_notify *fdstore; /* see hs_api_set_notify; NULL: no store */
+
+void hs_api_set_notify(hs_notify *n) { fdstore = n; }
+
+/* 1 if name is 1 to HS_API_FDNAME_MAX of [A-Za-z0-9_-]. */
+static int fdname_ok(const char *name) {
+  size_t len = name ? strlen(name) : 0;
+  if (len == 0 || len > HS_API_FDNAME_MAX)
+    return 0;
+  return strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                      "0123456789_-") == len;
+}
+
+/* The store's name for the plugin's fd name: "<plugin>.<name>". Returns 0,
+ * or HS_EINVAL when the plugin's name makes it one systemd refuses. */
+static int store_name(const hs_ctx *ctx, const char *name, char *out,
+                      size_t size) {
+  int n = snprintf(out, size, "%s.%s", ctx->name, name);
+  if (n < 0 || (size_t)n >= size || !hs_notify_fdname_valid(out))
+    return HS_EINVAL;
+  return 0;
+}
+
+/* Takes r out of the store: its fd is closed, or no longer the host's. */
+static void unkeep(hs_fdreg *r) {
+  char full[HS_NOTIFY_FDNAME_MAX + 1];
+  if (r->name[0] && fdstore && store_name(r->ctx, r->name, full,
+                                          sizeof(full)) == 0) {
+    int rc = hs_notify_unstore(fdstore, full);
+    if (rc != 0)
+      hs_log(HS_LOG_WARN, r->ctx->name, "warning",
+             "cannot take %s out of systemd's fd store: %s", full,
+             hs_strerror(rc));
+  }
+  r->name[0] = '\0';
+}
+
+static int api_fd_keep(hs_ctx *ctx, int fd, const char *name) {
+  char full[HS_NOTIFY_FDNAME_MAX + 1];
+  if (!fdname_ok(name))
+    return HS_EINVAL;
+  if (ctx->sandbox || !ctx->loop)
+    return 0;
+  hs_fdreg *r = find_fd(ctx, fd);
+  if (!r)
+    return HS_EBADF;
+  if (strcmp(r->name, name) == 0)
+    return 0; /* kept already */
+  for (hs_fdreg *o = ctx->fds; o; o = o->next)
+    if (o != r && strcmp(o->name, name) == 0)
+      return HS_EEXIST;
+  unkeep(r);
+  snprintf(r->name, sizeof(r->name), "%s", name);
+  if (!fdstore || !hs_notify_active(fdstore))
+    return 0; /* not run by systemd: only the name is kept */
+  int rc = store_name(ctx, name, full, sizeof(full));
+  if (rc == 0)
+    rc = hs_notify_store(fdstore, full, fd);
+  if (rc != 0)
+    hs_log(HS_LOG_WARN, ctx->name, "warning",
+           "cannot keep fd %d in systemd's fd store as %s.%s: %s", fd,
+           ctx->name, name, hs_strerror(rc));
+  else
+    hs_log(HS_LOG_DEBUG, ctx->name, "fdstore",
+           "fd %d kept in systemd's fd store as %s", fd, full);
+  return 0;
+}
+
+static int api_fd_take(hs_ctx *ctx, const char *name) {
+  char full[HS_NOTIFY_FDNAME_MAX + 1];
+  if (!fdname_ok(name))
+    return HS_EINVAL;
+  if (ctx->sandbox || !ctx->loop || !fdstore ||
+      store_name(ctx, name, full, sizeof(full)) != 0)
+    return HS_ENOENT;
+  int fd = hs_notify_take(fdstore, full);
+  if (fd >= 0)
+    hs_log(HS_LOG_INFO, ctx->name, "fdstore",
+           "took %s (fd %d) back from systemd's fd store", full, fd);
+  return fd;
+}
+
 static int api_io_unwatch(hs_ctx *ctx, int fd) {
   if (ctx->sandbox || !ctx->loop)
     return 0;
   hs_fdreg *r = take_fd(ctx, fd);
+  if (r)
+    unkeep(r);
   free(r);
   return r ? 0 : HS_ENOENT;
 }
@@ -136,6 +232,7 @@ static int api_io_close(hs_ctx *ctx, int fd) {
   hs_fdreg *r = take_fd(ctx, fd);
   if (!r)
     return HS_ENOENT;
+  unkeep(r);
   close(r->fd);
   free(r);
   return 0;
@@ -155,8 +252,10 @@ static void timer_cb(hs_timer *t) {
       }
     free(r);
   }
-  if (d && HS_DESC_HAS(d, on_timer) && d->on_timer)
-    d->on_timer(ctx, ctx->state, token);
+  hs_guard_fault f;
+  if (d && HS_DESC_HAS(d, on_timer) && d->on_timer &&
+      hs_guard_timer(ctx, token, &f) != 0)
+    crashed(ctx, &f);
 }
 
 static int64_t api_timer_start(hs_ctx *ctx, uint64_t after_ms,
@@ -218,15 +317,19 @@ static const hs_api api = {
     .timer_start = api_timer_start,
     .timer_stop = api_timer_stop,
     .config_get = api_config_get,
+    .fd_keep = api_fd_keep,
+    .fd_take = api_fd_take,
 };
 
 const hs_api *hs_api_get(void) { return &api; }
 
 static void tick_cb(hs_timer *t) {
   hs_ctx *ctx = t->data;
+  hs_guard_fault f;
 
-  if (ctx->desc != NULL && ctx->desc->tick != NULL)
-    ctx->desc->tick(ctx, ctx->state);
+  if (ctx->desc != NULL && ctx->desc->tick != NULL &&
+      hs_guard_tick(ctx, &f) != 0)
+    crashed(ctx, &f);
 }
 
 void hs_api_ctx_init(hs_ctx *ctx, const char *name, const char *dir,
@@ -250,6 +353,7 @@ void hs_api_ctx_release(hs_ctx *ctx) {
     hs_fdreg *r = ctx->fds;
     ctx->fds = r->next;
     hs_loop_io_stop(&r->io);
+    unkeep(r);
     close(r->fd);
     free(r);
   }
@@ -264,4 +368,48 @@ void hs_api_ctx_release(hs_ctx *ctx) {
 void hs_api_ctx_resume(hs_ctx *ctx) {
   for (hs_fdreg *r = ctx->fds; r; r = r->next)
     hs_loop_io_modify(&r->io, to_epoll(r->events));
+}
+
+int hs_api_ctx_adopt_fd(hs_ctx *ctx, int fd, uint32_t events, uint64_t token,
+                        const char *name) {
+  hs_fdreg *r = calloc(1, sizeof(*r));
+  if (!r)
+    return HS_ENOMEM;
+  r->ctx = ctx;
+  r->fd = fd;
+  r->events = events & (HS_IO_READ | HS_IO_WRITE);
+  r->token = token;
+  snprintf(r->name, sizeof(r->name), "%s", name ? name : "");
+  /* Paused until a version is live (hs_api_ctx_resume). */
+  int rc = hs_loop_io_start(ctx->loop, &r->io, fd, 0, fd_cb, r);
+  if (rc != 0) {
+    free(r);
+    return rc;
+  }
+  r->next = ctx->fds;
+  ctx->fds = r;
+  return 0;
+}
+
+int hs_api_ctx_adopt_timer(hs_ctx *ctx, int64_t id, uint64_t token,
+                           uint64_t repeat_ms, uint64_t due_ns) {
+  hs_timerreg *r = calloc(1, sizeof(*r));
+  uint64_t now = hs_now_ns();
+  if (!r)
+    return HS_ENOMEM;
+  r->ctx = ctx;
+  r->id = id;
+  r->token = token;
+  r->repeat_ms = repeat_ms;
+  hs_loop_timer_init(&r->timer, timer_cb, r);
+  if (hs_loop_timer_start(ctx->loop, &r->timer, due_ns > now ? due_ns - now : 0,
+                          repeat_ms * 1000000u) != 0) {
+    free(r);
+    return HS_ENOMEM;
+  }
+  r->next = ctx->timers;
+  ctx->timers = r;
+  if (id > ctx->next_timer_id)
+    ctx->next_timer_id = id;
+  return 0;
 }

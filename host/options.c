@@ -1,6 +1,7 @@
 /* options.c - parses hotswap's command line with getopt_long. */
 #include "options.h"
 
+#include "crash.h"
 #include "scaffold.h"
 #include <errno.h>
 #include <getopt.h>
@@ -12,7 +13,8 @@
 #define FOR_STATUS (1u << HS_CMD_STATUS)
 #define FOR_RELOAD (1u << HS_CMD_RELOAD)
 #define FOR_NEW (1u << HS_CMD_NEW)
-#define FOR_ALL (FOR_RUN | FOR_STATUS | FOR_RELOAD | FOR_NEW)
+#define FOR_UPGRADE (1u << HS_CMD_UPGRADE)
+#define FOR_ALL (FOR_RUN | FOR_STATUS | FOR_RELOAD | FOR_NEW | FOR_UPGRADE)
 
 enum {
   OPT_HELP = 'h',
@@ -20,6 +22,7 @@ enum {
   OPT_CONTROL,
   OPT_CACHE_DIR,
   OPT_ALLOW_STATE_RESET,
+  OPT_ALLOW_INSECURE,
   OPT_LOG_FORMAT,
   OPT_LOG_LEVEL,
   OPT_SETTLE,
@@ -28,6 +31,10 @@ enum {
   OPT_SANDBOX_MEM,
   OPT_BUILD_TIMEOUT,
   OPT_PLUGIN_WERROR,
+  OPT_CRASH_GRACE,
+  OPT_CRASH_LIMIT,
+  OPT_CALLBACK_BUDGET,
+  OPT_NO_UPGRADE_WATCH,
   OPT_JSON,
   OPT_DIR
 };
@@ -38,6 +45,7 @@ static const struct option long_options[] = {
     {"control", required_argument, NULL, OPT_CONTROL},
     {"cache-dir", required_argument, NULL, OPT_CACHE_DIR},
     {"allow-state-reset", no_argument, NULL, OPT_ALLOW_STATE_RESET},
+    {"allow-insecure", no_argument, NULL, OPT_ALLOW_INSECURE},
     {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"settle", required_argument, NULL, OPT_SETTLE},
@@ -46,12 +54,17 @@ static const struct option long_options[] = {
     {"sandbox-mem", required_argument, NULL, OPT_SANDBOX_MEM},
     {"build-timeout", required_argument, NULL, OPT_BUILD_TIMEOUT},
     {"plugin-werror", no_argument, NULL, OPT_PLUGIN_WERROR},
+    {"crash-grace", required_argument, NULL, OPT_CRASH_GRACE},
+    {"crash-limit", required_argument, NULL, OPT_CRASH_LIMIT},
+    {"callback-budget", required_argument, NULL, OPT_CALLBACK_BUDGET},
+    {"no-upgrade-watch", no_argument, NULL, OPT_NO_UPGRADE_WATCH},
     {"json", no_argument, NULL, OPT_JSON},
     {"dir", required_argument, NULL, OPT_DIR},
     {NULL, 0, NULL, 0},
 };
 
-static const char *const command_names[] = {"", "status", "reload", "new"};
+static const char *const command_names[] = {"", "status", "reload", "new",
+                                            "upgrade"};
 
 /* The long option with value val, or NULL. */
 static const struct option *option_by_val(int val) {
@@ -69,7 +82,7 @@ static unsigned option_commands(int val) {
   case OPT_VERSION:
     return FOR_ALL;
   case OPT_CONTROL:
-    return FOR_RUN | FOR_STATUS | FOR_RELOAD;
+    return FOR_RUN | FOR_STATUS | FOR_RELOAD | FOR_UPGRADE;
   case OPT_JSON:
     return FOR_STATUS;
   case OPT_DIR:
@@ -165,6 +178,9 @@ static int apply_option(hs_options *o, int val, const char *arg,
   case OPT_ALLOW_STATE_RESET:
     o->allow_state_reset = 1;
     return 0;
+  case OPT_ALLOW_INSECURE:
+    o->allow_insecure = 1;
+    return 0;
   case OPT_JSON:
     o->json = 1;
     return 0;
@@ -194,6 +210,17 @@ static int apply_option(hs_options *o, int val, const char *arg,
                      &o->build_timeout_ms, err);
   case OPT_PLUGIN_WERROR:
     o->plugin_werror = 1;
+    return 0;
+  case OPT_CRASH_GRACE:
+    return parse_u32(name, arg, 0, 3600, "seconds", &o->crash_grace_s, err);
+  case OPT_CRASH_LIMIT:
+    return parse_u32(name, arg, 1, HS_CRASH_LIMIT_MAX, "crashes",
+                     &o->crash_limit, err);
+  case OPT_CALLBACK_BUDGET:
+    return parse_u32(name, arg, 0, 3600000, "milliseconds",
+                     &o->callback_budget_ms, err);
+  case OPT_NO_UPGRADE_WATCH:
+    o->no_upgrade_watch = 1;
     return 0;
   default:
     return hs_error_set(err, HS_EINVAL, NULL, "unhandled option '--%s'",
@@ -251,6 +278,9 @@ static void options_defaults(hs_options *o) {
   o->sandbox_cpu_s = 10;
   o->sandbox_mem_mb = 4096;
   o->build_timeout_ms = 60000;
+  o->crash_grace_s = 5;
+  o->crash_limit = 3;
+  o->callback_budget_ms = 2000;
   o->new_dir = ".";
 }
 
@@ -319,6 +349,8 @@ int hs_options_parse(hs_options *o, int argc, char **argv, hs_error *err) {
     o->command = HS_CMD_RELOAD;
   else if (argc >= 2 && strcmp(argv[1], "new") == 0)
     o->command = HS_CMD_NEW;
+  else if (argc >= 2 && strcmp(argv[1], "upgrade") == 0)
+    o->command = HS_CMD_UPGRADE;
   if (o->command != HS_CMD_RUN) {
     argc--;
     argv++;
@@ -344,6 +376,7 @@ void hs_options_usage(FILE *f) {
       "       hotswap status [--json] [--control PATH]\n"
       "       hotswap reload NAME [--control PATH]\n"
       "       hotswap new NAME [--dir DIR]\n"
+      "       hotswap upgrade [--control PATH]\n"
       "       hotswap --version\n"
       "       hotswap --help\n"
       "\n"
@@ -363,6 +396,10 @@ void hs_options_usage(FILE *f) {
       "  new NAME              write NAME.c, a commented plugin skeleton\n"
       "                        that builds and loads as it is, and print\n"
       "                        the command that builds it\n"
+      "  upgrade               ask the running host to re-execute itself\n"
+      "                        (its executable, checked first), keeping\n"
+      "                        every plugin, its state and its fds; the\n"
+      "                        same as SIGUSR2\n"
       "  --version             print the hotswap version and plugin ABI\n"
       "                        version\n"
       "  -h, --help            print this help\n"
@@ -379,6 +416,11 @@ void hs_options_usage(FILE *f) {
       "                        and has no migrate function, start it on\n"
       "                        zeroed state instead of rejecting it\n"
       "                        (default: off)\n"
+      "  --allow-insecure      load plugin files, sources and a plugin\n"
+      "                        directory that other users could have\n"
+      "                        written (owned by another user than you or\n"
+      "                        root, or writable by others or by a shared\n"
+      "                        group); refused otherwise (default: off)\n"
       "  --log-format FORMAT   text or json, one line per event\n"
       "                        (default: text)\n"
       "  --log-level LEVEL     the least important level logged: debug,\n"
@@ -400,8 +442,23 @@ void hs_options_usage(FILE *f) {
       "  --plugin-werror       compile plugin sources with -Werror, so\n"
       "                        that warnings block a new version\n"
       "                        (default: off)\n"
+      "  --crash-grace S       a plugin that crashes within S seconds of a\n"
+      "                        reload is rolled back to the version before,\n"
+      "                        on the state saved before the reload; later,\n"
+      "                        or with 0, a crash quarantines it until its\n"
+      "                        file changes, 0 to 3600 (default: 5)\n"
+      "  --crash-limit N       after N crashes of a plugin within 60 s it\n"
+      "                        is quarantined and only a change of its file\n"
+      "                        retries it, 1 to 100 (default: 3)\n"
+      "  --callback-budget MS  a plugin callback that runs longer is\n"
+      "                        reported, and interrupted at 5 times as\n"
+      "                        long (treated as a crash), 0 for no\n"
+      "                        watchdog, 0 to 3600000 (default: 2000)\n"
+      "  --no-upgrade-watch    do not watch the host's own executable for a\n"
+      "                        new version; re-execute only on 'hotswap\n"
+      "                        upgrade' or SIGUSR2 (default: off)\n"
       "\n"
-      "Options of status and reload:\n"
+      "Options of status, reload and upgrade:\n"
       "  --control PATH        the running host's control socket (default:\n"
       "                        as above)\n"
       "  --json                status only: print the report as one JSON\n"
@@ -414,8 +471,8 @@ void hs_options_usage(FILE *f) {
       "\n"
       "Options may come before or after operands; '--' ends them. The\n"
       "command must be the first argument, so a plugin directory named\n"
-      "\"status\", \"reload\" or \"new\" is given as ./status, ./reload\n"
-      "or ./new.\n"
+      "\"status\", \"reload\", \"new\" or \"upgrade\" is given as ./status,\n"
+      "./reload, ./new or ./upgrade.\n"
       "\n"
       "Environment:\n"
       "  HOTSWAP_CONTROL       the default control socket path\n"

@@ -13,6 +13,7 @@ typedef enum {
   HS_CMD_STATUS,    /* hotswap status [--json] */
   HS_CMD_RELOAD,    /* hotswap reload NAME */
   HS_CMD_NEW,       /* hotswap new NAME [--dir DIR] */
+  HS_CMD_UPGRADE,   /* hotswap upgrade */
   HS_CMD_VERSION,   /* hotswap --version */
   HS_CMD_HELP       /* hotswap --help */
 } hs_command;
@@ -27,6 +28,7 @@ typedef struct hs_options {
   const char *cache_parent;    /* --cache-dir DIR; NULL: $TMPDIR or /tmp */
   int json;                    /* status --json */
   int allow_state_reset;       /* --allow-state-reset */
+  int allow_insecure;          /* --allow-insecure */
   hs_log_format log_format;    /* --log-format text|json (text) */
   hs_log_level log_level;      /* --log-level debug|info|warn|error (info) */
   uint32_t settle_ms;          /* --settle MS (50) */
@@ -35,6 +37,10 @@ typedef struct hs_options {
   uint32_t sandbox_mem_mb;     /* --sandbox-mem MB (4096; 0 = no limit) */
   uint32_t build_timeout_ms;   /* --build-timeout MS (60000) */
   int plugin_werror;           /* --plugin-werror */
+  uint32_t crash_grace_s;      /* --crash-grace S (5; 0 = never roll back) */
+  uint32_t crash_limit;        /* --crash-limit N (3) */
+  uint32_t callback_budget_ms; /* --callback-budget MS (2000; 0 = none) */
+  int no_upgrade_watch;        /* --no-upgrade-watch */
 } hs_options;
 
 /* Fills o with the defaults, then parses argv. Returns 0, or HS_EINVAL

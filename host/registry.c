@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "perm.h"
 #include "swap.h"
 
 static void slot_kick(hs_slot *slot);
@@ -70,6 +71,9 @@ static hs_slot *slot_new(hs_registry *reg, const char *file) {
     return NULL;
   }
   hs_api_ctx_init(&slot->ctx, slot->name, reg->dir, reg->loop, 0);
+  slot->ctx.on_crash = hs_crash_fault; /* rollback or quarantine */
+  slot->ctx.owner = slot;
+  hs_crash_init(slot);
   char conf[NAME_MAX + 8];
   snprintf(conf, sizeof(conf), "%s.conf", slot->name);
   hs_config_load(&slot->ctx.config, reg->dirfd, conf);
@@ -121,7 +125,10 @@ static void slot_free(hs_registry *reg, hs_slot *slot, const char *end) {
   slot_done(slot, &e);
   hs_api_ctx_release(&slot->ctx);
   hs_config_free(&slot->ctx.config);
+  hs_crash_drop(slot);
   hs_state_free(&slot->state);
+  hs_threads_free(&slot->threads);
+  hs_threads_free(&slot->born);
   hs_build_free(&slot->build, reg->cache);
   free(slot->name);
   free(slot->file);
@@ -143,6 +150,16 @@ static void slot_drop(hs_registry *reg, hs_slot *slot) {
 }
 
 static void check_idle(hs_registry *reg);
+
+/* The validators: started at init, or at their first use (a host that
+ * took over starts them when a plugin first changes, not during the
+ * upgrade's pause). Returns 0 or a negative code with err filled. */
+static int pool_get(hs_registry *reg, hs_error *err) {
+  if (reg->pool)
+    return 0;
+  return hs_sandbox_pool_open(&reg->pool, reg->loop, reg->opts.log_format,
+                              reg->opts.log_level, err);
+}
 
 /* Starts the next slots that wait for a free validator; tells the idle
  * callback when nothing is left. */
@@ -347,6 +364,11 @@ static void candidate_copied(hs_slot *slot, hs_open_job *job) {
     slot_done(slot, &err); /* a forced rebuild that made the same bytes */
     return;
   }
+  if (hs_crash_holds(slot, slot->candidate.hash, &err)) {
+    hs_cache_remove(reg->cache, &slot->candidate); /* a crash loop's */
+    reject(slot, &err);
+    return;
+  }
 
   start_validation(slot);
 }
@@ -374,8 +396,16 @@ static void start_validation(hs_slot *slot) {
       .log_format = reg->opts.log_format,
       .log_level = reg->opts.log_level,
   };
-  if (hs_sandbox_start(&slot->sb, reg->pool, &req, on_verdict, slot, &err) !=
-      0) {
+  /* The validator looks for pointers into the live version in the state. */
+  hs_imagemap old;
+  if (slot->loaded &&
+      hs_imagemap_of(&old, slot->img.handle, slot->copy.path) == 0) {
+    req.old_map = &old;
+    req.old_version = slot->version;
+  }
+  if (pool_get(reg, &err) != 0 ||
+      hs_sandbox_start(&slot->sb, reg->pool, &req, on_verdict, slot, &err) !=
+          0) {
     hs_cache_remove(reg->cache, &slot->candidate);
     reject(slot, &err);
     return;
@@ -455,9 +485,16 @@ static void on_compiled(hs_sandbox *sb, const hs_compile_result *r,
   hs_build_read_deps(&slot->build, dep, reg->dir);
   hs_error err;
   uint64_t key;
-  if (hs_build_key(&reg->build_env, &slot->build, reg->dirfd, slot->name,
-                   slot->is_dir, &key, &err) == 0)
+  int krc = hs_build_key(&reg->build_env, &slot->build, reg->dirfd,
+                         slot->name, slot->is_dir, &key, &err);
+  if (krc == 0)
     slot->cand_key = key;
+  if (krc == HS_EINSECURE) { /* a header it read */
+    drop_output(slot);
+    reject(slot, &err);
+    run_queue(reg);
+    return;
+  }
   char *out = strdup(slot->cand_out);
   if (!out) {
     drop_output(slot);
@@ -528,8 +565,9 @@ static void build_candidate(hs_slot *slot, int force) {
   hs_compile_req req = {slot->file, reg->dir, argv, reg->opts.build_limits};
   if (!argv) {
     hs_error_set(&err, HS_ENOMEM, "compile", "out of memory");
-  } else if (hs_sandbox_compile(&slot->sb, reg->pool, &req, on_compiled, slot,
-                                &err) == 0) {
+  } else if (pool_get(reg, &err) == 0 &&
+             hs_sandbox_compile(&slot->sb, reg->pool, &req, on_compiled,
+                                slot, &err) == 0) {
     slot->compiling = 1;
     reg->compiling++;
     hs_log(HS_LOG_INFO, slot->name, "compiling", "%s", slot->file);
@@ -639,7 +677,9 @@ static void config_changed(hs_registry *reg, const char *file) {
   if (d && HS_DESC_HAS(d, on_config) && d->on_config) {
     hs_log(HS_LOG_INFO, slot->name, "config", "%s changed; on_config()",
            file);
-    d->on_config(&slot->ctx, slot->state.data);
+    hs_guard_fault f;
+    if (hs_guard_config(&slot->ctx, &f) != 0)
+      hs_crash_fault(&slot->ctx, &f);
     return;
   }
   if (!slot->loaded && slot->generation == 0 && !slot->last_error.code)
@@ -803,6 +843,21 @@ void hs_registry_on_idle(hs_registry *reg, hs_idle_cb cb, void *data) {
   reg->idle_data = data;
 }
 
+uint64_t hs_registry_leaked(hs_registry *reg, const char *name,
+                            uint64_t bytes) {
+  hs_slot *slot = hs_registry_find(reg, name);
+  reg->leaked_bytes += bytes;
+  if (!slot)
+    return bytes;
+  slot->leaked_images++;
+  slot->leaked_bytes += bytes;
+  return slot->leaked_bytes;
+}
+
+static uint64_t on_leak(void *data, const char *name, uint64_t bytes) {
+  return hs_registry_leaked(data, name, bytes);
+}
+
 void hs_registry_count(const hs_registry *reg, unsigned *live,
                        unsigned *failed) {
   *live = *failed = 0;
@@ -835,6 +890,14 @@ int hs_registry_init(hs_registry *reg, hs_loop *loop, hs_cache *cache,
     return hs_error_set(err, -errno, "scan",
                         "cannot open plugin directory %s: %s", dir,
                         strerror(errno));
+  int rc;
+  if (!opts->allow_insecure &&
+      (rc = hs_perm_check_fd(reg->dirfd, AT_FDCWD, dir, "scan", err)) != 0) {
+    close(reg->dirfd);
+    return rc;
+  }
+  /* Files from the plugin directory are checked as they are read. */
+  cache->allow_insecure = opts->allow_insecure;
   reg->dir = strdup(dir);
   if (!reg->dir) {
     close(reg->dirfd);
@@ -844,11 +907,11 @@ int hs_registry_init(hs_registry *reg, hs_loop *loop, hs_cache *cache,
   reg->can_build = hs_build_env_init(&reg->build_env, opts->color,
                                      opts->plugin_werror, &opts->build_limits,
                                      &berr) == 0;
+  reg->build_env.allow_insecure = opts->allow_insecure;
   if (!reg->can_build)
     hs_log(HS_LOG_WARN, NULL, "warning",
            "plugin sources (*.c) will not be compiled: %s", berr.msg);
-  int rc = hs_sandbox_pool_open(&reg->pool, loop, opts->log_format,
-                                 opts->log_level, err);
+  rc = opts->lazy_pool ? 0 : pool_get(reg, err);
   if (rc != 0) {
     free(reg->dir);
     close(reg->dirfd);
@@ -857,6 +920,8 @@ int hs_registry_init(hs_registry *reg, hs_loop *loop, hs_cache *cache,
   rc = hs_worker_start(&reg->worker, loop, cache);
   if (rc == 0 && (rc = hs_worker_start(&reg->copier, loop, cache)) != 0)
     hs_worker_stop(&reg->worker);
+  reg->worker.on_leak = on_leak;
+  reg->worker.leak_data = reg;
   if (rc != 0) {
     hs_sandbox_pool_close(reg->pool);
     free(reg->dir);
@@ -877,10 +942,13 @@ void hs_registry_close(hs_registry *reg, hs_unload_reason reason) {
       hs_log(HS_LOG_INFO, slot->name, "unloaded", "version %s unloaded (%s)",
              slot->version, why[reason <= 4 ? reason : 0]);
     }
-    slot_free(reg, slot, "the host is shutting down");
   }
+  /* Freed only once all are out: an unload looks at the other slots. */
+  for (size_t i = 0; i < reg->nslots; i++)
+    slot_free(reg, reg->slots[i], "the host is shutting down");
   hs_sandbox_pool_close(reg->pool);
   hs_worker_stop(&reg->copier); /* removes copies no one waits for */
+  reg->worker.on_leak = NULL;   /* the slots are gone */
   hs_worker_stop(&reg->worker); /* closes what is still open */
   hs_build_env_free(&reg->build_env);
   free(reg->slots);
@@ -889,4 +957,194 @@ void hs_registry_close(hs_registry *reg, hs_unload_reason reason) {
     close(reg->dirfd);
   memset(reg, 0, sizeof(*reg));
   reg->dirfd = -1;
+}
+
+/* ---- host upgrade (upgrade.h, handoff.h) ---- */
+
+uint32_t hs_registry_max_abi(const hs_registry *reg) {
+  uint32_t abi = 0;
+  for (size_t i = 0; i < reg->nslots; i++) {
+    const hs_slot *slot = reg->slots[i];
+    if (slot->loaded && slot->img.desc->abi_version > abi)
+      abi = slot->img.desc->abi_version;
+  }
+  return abi;
+}
+
+void hs_registry_suspend(hs_registry *reg) {
+  for (size_t i = 0; i < reg->nslots; i++)
+    hs_swap_detach(reg->slots[i]);
+  /* The validators' zygote is a child of this image: it goes now (the new
+   * image starts its own), and comes back in hs_registry_resume. */
+  hs_sandbox_pool_close(reg->pool);
+  reg->pool = NULL;
+}
+
+int hs_registry_resume(hs_registry *reg, hs_error *err) {
+  for (size_t i = 0; i < reg->nslots; i++) {
+    hs_slot *slot = reg->slots[i];
+    hs_error e;
+    if (!slot->detached)
+      continue;
+    if (hs_swap_attach(slot, HS_LOAD_ROLLBACK, &e) != 0) {
+      hs_log(HS_LOG_ERROR, slot->name, "error",
+             "after the failed upgrade: %s; the plugin is not running (its "
+             "state is kept)",
+             e.msg);
+      slot->last_error = e;
+    }
+  }
+  return pool_get(reg, err);
+}
+
+int hs_registry_save(const hs_registry *reg, hs_handoff *ho) {
+  ho->owned = 0;
+  ho->nslots = 0;
+  ho->slots = reg->nslots ? calloc(reg->nslots, sizeof(*ho->slots)) : NULL;
+  if (reg->nslots && !ho->slots)
+    return HS_ENOMEM;
+  for (size_t i = 0; i < reg->nslots; i++) {
+    const hs_slot *slot = reg->slots[i];
+    hs_handoff_slot *s = &ho->slots[ho->nslots++];
+    size_t n = 0;
+
+    s->file = slot->file;
+    s->loaded = slot->loaded;
+    s->copy_path = slot->loaded ? slot->copy.path : (char *)"";
+    s->copy_hash = slot->loaded ? slot->copy.hash : 0;
+    s->copy_size = slot->loaded ? slot->copy.size : 0;
+    s->version = (char *)slot->version;
+    s->generation = slot->generation;
+    s->reloads = slot->reloads;
+    s->loaded_at = slot->loaded_at;
+    s->build_key = slot->build_key;
+    s->rejected_hash = slot->rejected_hash;
+    s->state = slot->state;
+    s->next_timer_id = slot->ctx.next_timer_id;
+    for (const hs_fdreg *r = slot->ctx.fds; r; r = r->next)
+      n++;
+    s->fds = n ? calloc(n, sizeof(*s->fds)) : NULL;
+    if (n && !s->fds)
+      return HS_ENOMEM;
+    for (const hs_fdreg *r = slot->ctx.fds; r; r = r->next) {
+      hs_handoff_fd *f = &s->fds[s->nfds++];
+      f->fd = r->fd;
+      f->events = r->events;
+      f->token = r->token;
+      snprintf(f->name, sizeof(f->name), "%s", r->name);
+    }
+    n = 0;
+    for (const hs_timerreg *r = slot->ctx.timers; r; r = r->next)
+      n++;
+    s->timers = n ? calloc(n, sizeof(*s->timers)) : NULL;
+    if (n && !s->timers)
+      return HS_ENOMEM;
+    for (const hs_timerreg *r = slot->ctx.timers; r; r = r->next) {
+      hs_handoff_timer *t = &s->timers[s->ntimers++];
+      t->id = r->id;
+      t->token = r->token;
+      t->repeat_ms = r->repeat_ms;
+      t->due_ns = r->timer.due_ns;
+    }
+    s->ndeps = slot->build.ndeps;
+    s->deps = slot->build.deps; /* borrowed like the strings */
+    s->outputs = slot->build.nout
+                     ? calloc(slot->build.nout, sizeof(*s->outputs))
+                     : NULL;
+    if (slot->build.nout && !s->outputs)
+      return HS_ENOMEM;
+    for (unsigned j = 0; j < slot->build.nout; j++) {
+      s->outputs[s->noutputs].key = slot->build.out[j].key;
+      s->outputs[s->noutputs++].name = slot->build.out[j].name;
+    }
+    s->failed_key = slot->build.failed_key;
+  }
+  return 0;
+}
+
+/* Takes one plugin over from the previous image: its registrations, its
+ * state, and its live version (opened from the same cache copy, loaded
+ * with reason UPGRADE). */
+static void adopt_slot(hs_registry *reg, hs_handoff_slot *s) {
+  hs_slot *slot = slot_new(reg, s->file);
+  hs_error err;
+
+  if (!slot) {
+    hs_log(HS_LOG_ERROR, NULL, "error",
+           "out of memory taking %s over; it starts anew", s->file);
+    return;
+  }
+  snprintf(slot->version, sizeof(slot->version), "%s", s->version);
+  slot->generation = s->generation;
+  slot->reloads = s->reloads;
+  slot->loaded_at = s->loaded_at;
+  slot->build_key = s->build_key;
+  slot->rejected_hash = s->rejected_hash;
+  hs_state_move(&slot->state, &s->state);
+  slot->ctx.next_timer_id = s->next_timer_id;
+  slot->build.deps = s->deps; /* taken over, with the outputs' names */
+  slot->build.ndeps = s->ndeps;
+  s->deps = NULL;
+  s->ndeps = 0;
+  for (size_t i = 0; i < s->noutputs && i < HS_BUILD_KEEP; i++)
+    hs_build_store(&slot->build, reg->cache, s->outputs[i].key,
+                   s->outputs[i].name);
+  s->noutputs = 0;
+  slot->build.failed_key = s->failed_key;
+  for (size_t i = 0; i < s->nfds; i++) {
+    hs_handoff_fd *f = &s->fds[i];
+    int fl = fcntl(f->fd, F_GETFD);
+    /* Inherited by design; not by the validators and compilers. */
+    if (fl < 0 || fcntl(f->fd, F_SETFD, fl | FD_CLOEXEC) != 0 ||
+        hs_api_ctx_adopt_fd(&slot->ctx, f->fd, f->events, f->token,
+                            f->name) != 0)
+      hs_log(HS_LOG_ERROR, slot->name, "error",
+             "fd %d it watched did not survive the upgrade: %s", f->fd,
+             strerror(errno));
+  }
+  for (size_t i = 0; i < s->ntimers; i++) {
+    hs_handoff_timer *t = &s->timers[i];
+    if (hs_api_ctx_adopt_timer(&slot->ctx, t->id, t->token, t->repeat_ms,
+                               t->due_ns) != 0)
+      hs_log(HS_LOG_ERROR, slot->name, "error",
+             "timer %lld did not survive the upgrade: out of memory",
+             (long long)t->id);
+  }
+  if (!s->loaded)
+    return; /* not running before either: the scan tries its file */
+
+  slot->copy.path = strdup(s->copy_path);
+  slot->copy.hash = s->copy_hash;
+  slot->copy.size = s->copy_size;
+  if (!slot->copy.path ||
+      hs_loader_open(&slot->img, s->copy_path, slot->file, &err) != 0) {
+    if (!slot->copy.path)
+      hs_error_set(&err, HS_ENOMEM, "open", "out of memory");
+    hs_log(HS_LOG_ERROR, slot->name, "rejected",
+           "version %s cannot be loaded by this host after the upgrade: %s "
+           "(its state is kept for the next version)",
+           s->version, err.msg);
+    slot->last_error = err;
+    hs_cache_remove(reg->cache, &slot->copy);
+    return;
+  }
+  slot->loaded = 1;
+  if (hs_swap_attach(slot, HS_LOAD_UPGRADE, &err) != 0) {
+    hs_log(HS_LOG_ERROR, slot->name, "error",
+           "%s after the upgrade; the plugin is not running (its state is "
+           "kept)",
+           err.msg);
+    slot->last_error = err;
+    return;
+  }
+  hs_log(HS_LOG_INFO, slot->name, "resumed",
+         "version %s, state v%" PRIu32 " (%" PRIu32 " bytes), %zu fd%s and "
+         "%zu timer%s carried over the upgrade",
+         slot->version, slot->state.version, slot->state.size, s->nfds,
+         s->nfds == 1 ? "" : "s", s->ntimers, s->ntimers == 1 ? "" : "s");
+}
+
+void hs_registry_adopt(hs_registry *reg, hs_handoff *ho) {
+  for (size_t i = 0; i < ho->nslots; i++)
+    adopt_slot(reg, &ho->slots[i]);
 }

@@ -18,12 +18,15 @@
 #include "api.h"
 #include "build.h"
 #include "cache.h"
+#include "crash.h"
 #include "err.h"
+#include "handoff.h"
 #include "loader.h"
 #include "log.h"
 #include "loop.h"
 #include "sandbox.h"
 #include "state.h"
+#include "threads.h"
 #include "worker.h"
 
 typedef struct hs_registry hs_registry;
@@ -50,6 +53,7 @@ struct hs_slot {
 
   /* the live version */
   int loaded;              /* 1 while a version is live */
+  int detached;            /* unloaded for a host upgrade (hs_swap_detach) */
   hs_image img;            /* its image */
   hs_cache_file copy;      /* its cache copy */
   char version[128];       /* its version string */
@@ -86,6 +90,15 @@ struct hs_slot {
 
   hs_error last_error;     /* code 0 if the last attempt succeeded */
   hs_timings last;         /* of the last successful reload */
+  hs_crash crash;          /* crashes: the version kept for a rollback,
+                              quarantine, the last crash (crash.h) */
+
+  /* what makes unloading unsafe (threads.h, imagemap.h) */
+  hs_threads threads;      /* thread ids before the live version's load() */
+  hs_threads born;         /* the threads that load() started */
+  uint64_t leaked_bytes;   /* old versions still mapped: pinned, or kept
+                              for threads they left running */
+  uint32_t leaked_images;  /* how many */
 };
 
 typedef struct hs_registry_opts {
@@ -95,7 +108,14 @@ typedef struct hs_registry_opts {
   hs_log_level log_level;
   int color;                   /* compiler diagnostics in colour */
   int plugin_werror;           /* --plugin-werror: warnings block */
+  int allow_insecure;          /* --allow-insecure: no hs_perm_check */
   hs_sandbox_limits build_limits; /* for compilers */
+  int lazy_pool;               /* start the validators at their first use */
+  uint32_t crash_grace_ms;     /* --crash-grace: a crash this soon after a
+                                  reload rolls back; 0: never (crash.h) */
+  uint32_t crash_limit;        /* --crash-limit: crashes in
+                                  HS_CRASH_WINDOW_S that make a crash loop;
+                                  0: no bound */
 } hs_registry_opts;
 
 /* Called when the pipeline has nothing under way (see hs_registry_idle). */
@@ -120,11 +140,15 @@ struct hs_registry {
   unsigned max_compiling;      /* at most one per core */
   hs_build_env build_env;      /* how sources are compiled */
   int can_build;               /* build_env is set (hotswap.h was found) */
+  uint64_t leaked_bytes;       /* hs_slot.leaked_bytes of every plugin,
+                                  also of those gone since */
   int64_t started_at;          /* wall clock (s) at init */
   uint64_t started_ns;         /* monotonic at init */
 };
 
-/* Opens dir for a registry. Returns 0 or a negative code with err filled. */
+/* Opens dir for a registry; unless opts->allow_insecure, dir must pass
+ * hs_perm_check (else HS_EINSECURE, stage "scan"). Returns 0 or a negative
+ * code with err filled. */
 int hs_registry_init(hs_registry *reg, hs_loop *loop, hs_cache *cache,
                      const char *dir, const hs_registry_opts *opts,
                      hs_error *err);
@@ -160,8 +184,41 @@ int hs_registry_idle(const hs_registry *reg);
  * hs_registry_scan finds nothing to do): for "ready" notifications. */
 void hs_registry_on_idle(hs_registry *reg, hs_idle_cb cb, void *data);
 
+/* An old version of plugin name stays mapped with bytes of memory (it
+ * pins itself, or threads it left run its code): counted for its slot, if
+ * any, and for the host. Returns the plugin's total so far. */
+uint64_t hs_registry_leaked(hs_registry *reg, const char *name,
+                            uint64_t bytes);
+
 /* Counts the plugins that are live and those whose last attempt failed. */
 void hs_registry_count(const hs_registry *reg, unsigned *live,
                        unsigned *failed);
+
+/* ---- host upgrade (upgrade.h) ---- */
+
+/* The highest plugin ABI a live plugin was built for (0 if none). */
+uint32_t hs_registry_max_abi(const hs_registry *reg);
+
+/* Before a re-exec: unloads every live plugin with reason UPGRADE, keeping
+ * images, states, fds and timers, and stops the validators. Call only
+ * when hs_registry_idle. */
+void hs_registry_suspend(hs_registry *reg);
+
+/* The re-exec failed: loads every suspended plugin again on its state
+ * (reason ROLLBACK) and restarts the validators. Returns 0, or a negative
+ * code with err filled if the validators cannot restart. */
+int hs_registry_resume(hs_registry *reg, hs_error *err);
+
+/* Fills ho's slots (borrowing the registry's strings and state bytes: use
+ * ho only while reg is unchanged; hs_handoff_free frees the arrays).
+ * Returns 0 or HS_ENOMEM. */
+int hs_registry_save(const hs_registry *reg, hs_handoff *ho);
+
+/* In the new image: takes every plugin of ho over (ho's states are moved
+ * out): fds and timers registered again, each live version opened from its
+ * cache copy and loaded with reason UPGRADE on its state. A plugin that
+ * cannot be is logged and left not running with its state kept; the scan
+ * that follows (hs_registry_scan) handles files changed meanwhile. */
+void hs_registry_adopt(hs_registry *reg, hs_handoff *ho);
 
 #endif /* HS_REGISTRY_H */

@@ -18,6 +18,8 @@ static const char *slot_status(const hs_slot *s) {
     return "validating";
   if (s->loaded)
     return "live";
+  if (s->crash.quarantined)
+    return "quarantined";
   if (s->last_error.code != 0)
     return "rejected";
   return "unloaded";
@@ -117,6 +119,59 @@ static void text_registrations(hs_buf *out, const hs_slot *s) {
   hs_buf_puts(out, "\n");
 }
 
+/* "2; the last at TIME: tick() of version 2.0: SIGSEGV (...) at
+ * counter.so+0x1139; rolled back to version 1.0 ..." */
+static void text_crashes(hs_buf *out, const hs_slot *s) {
+  const hs_crash *c = &s->crash;
+
+  text_field(out, "crashes");
+  if (!c->count) {
+    hs_buf_puts(out, "none\n");
+    return;
+  }
+  hs_buf_printf(out, "%" PRIu32 "; the last at ", c->count);
+  put_local_time(out, c->last_at);
+  hs_buf_printf(out, ": %s() of version %s: %s; %s\n",
+                c->last.callback ? c->last.callback : "?", c->last_version,
+                c->last_what, c->last_detail);
+}
+
+/* "crashes":N,"last_crash":{...} or null. */
+static void json_crashes(hs_buf *out, const hs_slot *s) {
+  const hs_crash *c = &s->crash;
+  time_t t = (time_t)c->last_at;
+  struct tm tm;
+  char at[32];
+
+  hs_buf_printf(out, ",\"crashes\":%" PRIu32 ",\"last_crash\":", c->count);
+  if (!c->count) {
+    hs_buf_puts(out, "null");
+    return;
+  }
+  hs_buf_puts(out, "{\"callback\":");
+  hs_buf_json_str(out, c->last.callback);
+  hs_buf_puts(out, ",\"version\":");
+  hs_buf_json_str(out, c->last_version);
+  hs_buf_puts(out, ",\"signal\":");
+  hs_buf_json_str(out, c->last.hang ? "hang"
+                                    : hs_guard_signal_name(c->last.signo));
+  hs_buf_printf(out, ",\"code\":%d,\"address\":\"0x%lx\",\"where\":",
+                c->last.code, (unsigned long)c->last.addr);
+  hs_buf_json_str(out, c->last_where);
+  hs_buf_puts(out, ",\"fault\":");
+  hs_buf_json_str(out, c->last_what);
+  hs_buf_puts(out, ",\"action\":");
+  hs_buf_json_str(out, c->last_action);
+  hs_buf_puts(out, ",\"detail\":");
+  hs_buf_json_str(out, c->last_detail);
+  hs_buf_puts(out, ",\"at\":");
+  if (gmtime_r(&t, &tm) && strftime(at, sizeof at, "%Y-%m-%dT%H:%M:%SZ", &tm))
+    hs_buf_json_str(out, at);
+  else
+    hs_buf_puts(out, "null");
+  hs_buf_puts(out, "}");
+}
+
 static void format_text_slot(hs_buf *out, const hs_slot *s) {
   char version[sizeof s->version + 1];
 
@@ -157,6 +212,14 @@ static void format_text_slot(hs_buf *out, const hs_slot *s) {
     hs_buf_puts(out, "none");
   }
   hs_buf_puts(out, "\n");
+  if (s->leaked_images) {
+    text_field(out, "leaked");
+    hs_buf_printf(out,
+                  "%" PRIu64 " KiB: %" PRIu32 " old version%s still "
+                  "mapped\n",
+                  (s->leaked_bytes + 1023) / 1024, s->leaked_images,
+                  s->leaked_images == 1 ? "" : "s");
+  }
   text_field(out, "last error");
   if (s->last_error.code == 0)
     hs_buf_puts(out, "none\n");
@@ -167,6 +230,7 @@ static void format_text_slot(hs_buf *out, const hs_slot *s) {
   else
     hs_buf_printf(out, "%s: %s\n", hs_err_name(s->last_error.code),
                   s->last_error.msg);
+  text_crashes(out, s);
   text_registrations(out, s);
 }
 
@@ -180,6 +244,20 @@ static void format_text(hs_buf *out, const hs_registry *reg,
   hs_buf_printf(out, ", plugins in %s\n",
                 host->plugin_dir ? host->plugin_dir
                                  : (reg->dir ? reg->dir : "-"));
+  if (host->reexecs) {
+    hs_buf_printf(out, "upgraded     %" PRIu32 " time%s, last at ",
+                  host->reexecs, host->reexecs == 1 ? "" : "s");
+    put_local_time(out, host->reexec_at);
+    hs_buf_printf(out, " (plugins paused %.1f ms)\n",
+                  (double)host->reexec_pause_ns / 1e6);
+  }
+  if (host->upgrade_error)
+    hs_buf_printf(out, "upgrade      refused: %s\n", host->upgrade_error);
+  if (reg->leaked_bytes)
+    hs_buf_printf(out,
+                  "leaked       %" PRIu64 " KiB in old versions still "
+                  "mapped\n",
+                  (reg->leaked_bytes + 1023) / 1024);
   if (reg->nslots == 0)
     hs_buf_puts(out, "\nno plugins\n");
   for (i = 0; i < reg->nslots; i++) {
@@ -238,6 +316,12 @@ static void format_json_slot(hs_buf *out, const hs_slot *s) {
                   s->last.pause_ns / 1000);
   else
     hs_buf_puts(out, "null");
+  if (s->leaked_images)
+    hs_buf_printf(out,
+                  ",\"leaked\":{\"bytes\":%" PRIu64 ",\"images\":%" PRIu32
+                  "}",
+                  s->leaked_bytes, s->leaked_images);
+  json_crashes(out, s);
   hs_buf_puts(out, ",\"fds\":[");
   for (const hs_fdreg *r = s->ctx.fds; r; r = r->next)
     hs_buf_printf(out,
@@ -269,6 +353,13 @@ static void format_json(hs_buf *out, const hs_registry *reg,
   hs_buf_json_str(out, host->cache_dir);
   hs_buf_puts(out, ",\"control\":");
   hs_buf_json_str(out, host->control_path);
+  if (reg->leaked_bytes)
+    hs_buf_printf(out, ",\"leaked_bytes\":%" PRIu64, reg->leaked_bytes);
+  hs_buf_printf(out,
+                ",\"reexecs\":%" PRIu32 ",\"reexec_at\":%" PRId64
+                ",\"reexec_pause_us\":%" PRIu64 ",\"upgrade_error\":",
+                host->reexecs, host->reexec_at, host->reexec_pause_ns / 1000);
+  hs_buf_json_str(out, host->upgrade_error);
   hs_buf_puts(out, "},\"plugins\":[");
   for (i = 0; i < reg->nslots; i++) {
     if (i)

@@ -31,4 +31,33 @@ int hs_swap_in(hs_slot *slot, hs_image *img, hs_cache_file *cand,
  * stopped. The state is kept in the slot. Harmless when nothing is live. */
 void hs_swap_out(hs_slot *slot, hs_unload_reason reason);
 
+/* A host upgrade (upgrade.h): unloads the live version with reason
+ * UPGRADE and leaves everything else in place (image, copy, state, fds,
+ * timers), for hs_registry_save. Harmless when nothing is live. */
+void hs_swap_detach(hs_slot *slot);
+
+/*
+ * Loads slot's image (slot->img, slot->copy) on slot->state, which must
+ * have the layout the image declares: after hs_swap_detach when the
+ * upgrade failed (reason ROLLBACK), or in the new host on the state handed
+ * over (reason UPGRADE). Returns 0, or a negative code with err filled:
+ * the plugin is then not running, its image is closed by the worker, its
+ * state, fds and timers are kept for the next version.
+ */
+int hs_swap_attach(hs_slot *slot, hs_load_reason reason, hs_error *err);
+
+/* A crash (crash.h): drops the live version without its unload(), since
+ * its code just crashed; ticks stop, its image is retired as at unload.
+ * The state, fds and timers stay in the slot. Harmless when none is live. */
+void hs_swap_drop(hs_slot *slot);
+
+/*
+ * A crash within the grace period (crash.h): drops the live version as
+ * hs_swap_drop does, and brings back the version slot->crash kept, on the
+ * state bytes kept with it (load reason ROLLBACK). Returns 0, or a
+ * negative code with err filled (HS_ENOENT when none is kept); the plugin
+ * is then not running, with that state kept.
+ */
+int hs_swap_back(hs_slot *slot, hs_error *err);
+
 #endif /* HS_SWAP_H */

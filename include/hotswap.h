@@ -29,7 +29,7 @@ extern "C" {
 
 /* ---- identity ---------------------------------------------------------- */
 
-#define HS_ABI_VERSION 2            /* bumped whenever a member is appended */
+#define HS_ABI_VERSION 3            /* bumped whenever a member is appended */
 
 #define HS_VERSION_MAJOR 0
 #define HS_VERSION_MINOR 1
@@ -51,6 +51,7 @@ extern "C" {
   X(EPERM, -1, "operation not permitted")                                      \
   X(ENOENT, -2, "no such file or directory")                                   \
   X(EIO, -5, "i/o error")                                                      \
+  X(EBADF, -9, "bad file descriptor")                                          \
   X(ENOMEM, -12, "out of memory")                                              \
   X(EACCES, -13, "permission denied")                                          \
   X(EBUSY, -16, "resource busy")                                               \
@@ -74,7 +75,10 @@ extern "C" {
   X(ECRASH, -4012, "plugin crashed")                                           \
   X(ESANDBOX, -4013, "sandbox failed")                                         \
   X(ENOTLOADED, -4014, "plugin is not loaded")                                \
-  X(ECOMPILE, -4015, "plugin source failed to compile")
+  X(ECOMPILE, -4015, "plugin source failed to compile")                        \
+  X(ESTATEPTR, -4016, "state points into the version being replaced")          \
+  X(ETHREAD, -4017, "plugin left threads running")                             \
+  X(EINSECURE, -4018, "file could be written by other users")
 
 #define HS_ERRNO_ENUM_(name, value, msg) HS_##name = (value),
 typedef enum {
@@ -181,6 +185,27 @@ typedef struct hs_api {
   /* The value of key in the plugin's NAME.conf (lines "key = value", '#'
    * comments), or NULL. Valid until the callback returns. */
   const char *(*config_get)(hs_ctx *ctx, const char *key);
+
+  /*
+   * Since ABI 3: systemd's fd store. When the host runs as a systemd
+   * service with FileDescriptorStoreMax= > 0, a kept fd survives a crash
+   * of the host: systemd holds a duplicate and hands it back to the
+   * restarted host, where the plugin takes it instead of opening anew.
+   * name: 1 to 32 of [A-Za-z0-9_-]; the store knows it as "<plugin>.<name>".
+   */
+  /* Keeps fd, which the plugin watches (io_watch), in the fd store under
+   * name until it is io_close()d or io_unwatch()ed or the plugin is
+   * removed. Returns 0 (also without systemd, and in the sandbox),
+   * HS_EINVAL (bad name), HS_EBADF (fd not watched by this plugin) or
+   * HS_EEXIST (another fd of the plugin is kept under name). */
+  int (*fd_keep)(hs_ctx *ctx, int fd, const char *name);
+  /* The fd kept under name that the host inherited from systemd at start
+   * (close-on-exec, otherwise as it was kept), handed out once: the
+   * caller owns it (io_watch it, fd_keep it again). HS_ENOENT when there
+   * is none (always in the sandbox), HS_EINVAL for a bad name. Inherited
+   * fds nobody takes by the time the first scan's plugins are loaded are
+   * closed. */
+  int (*fd_take)(hs_ctx *ctx, const char *name);
 } hs_api;
 
 /*

@@ -114,9 +114,15 @@ static void test_options_run_abbreviation(void **state) {
   hs_error e;
 
   (void)state;
-  assert_int_equal(PARSE(&o, &e, "--sett", "7", "--allow", "d"), 0);
+  assert_int_equal(PARSE(&o, &e, "--sett", "7", "--allow-s", "d"), 0);
   assert_int_equal(o.settle_ms, 7);
   assert_int_equal(o.allow_state_reset, 1);
+  assert_int_equal(o.allow_insecure, 0);
+  assert_int_equal(PARSE(&o, &e, "--allow-i", "d"), 0);
+  assert_int_equal(o.allow_insecure, 1);
+  assert_int_equal(PARSE(&o, &e, "--allow", "d"), HS_EINVAL);
+  assert_string_equal(e.msg, "ambiguous option '--allow' (could be "
+                             "--allow-state-reset, --allow-insecure)");
 }
 
 static void test_options_run_limits(void **state) {

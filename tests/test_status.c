@@ -1,5 +1,6 @@
 /* test_status.c - the status report, on a registry built by hand. */
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -272,7 +273,7 @@ static void test_status_text_header(void **state) {
   hs_status_host h = host_of();
   char *text = format(f, &h, 0);
 
-  assert_non_null(strstr(text, "hotswap " HS_VERSION_STRING " (ABI 2), pid "
+  assert_non_null(strstr(text, "hotswap " HS_VERSION_STRING " (ABI 3), pid "
                                "4242, up "));
   assert_non_null(strstr(text, ", plugins in /srv/plugins\n"));
   assert_int_equal(strncmp(text, "hotswap ", 8), 0);
@@ -298,6 +299,7 @@ static void test_status_text_live_plugin_fields(void **state) {
                          "last reload  validated 3.1 ms, swapped 3.4 ms, "
                          "pause 85 us\n"
                          "last error   none\n"
+                         "crashes      none\n"
                          "fds          7 (read), 9 (read+write)\n"
                          "timers       #1 (every 100 ms), ticks every 1000 "
                          "ms");
@@ -377,7 +379,7 @@ static void test_status_json_exact(void **state) {
   fixture *f = *state;
   hs_status_host h = host_of();
   static const char head[] = "{\"host\":{\"pid\":4242,\"version\":\"0.1.0\","
-                             "\"abi\":2,\"uptime_s\":";
+                             "\"abi\":3,\"uptime_s\":";
   char *json = format(f, &h, 1);
   const char *plugins;
 
@@ -391,14 +393,16 @@ static void test_status_json_exact(void **state) {
       plugins,
       ",\"plugin_dir\":\"/srv/plugins\","
       "\"cache_dir\":\"/tmp/hotswap-4242-abc\","
-      "\"control\":\"/run/user/0/hotswap/control.sock\"},"
+      "\"control\":\"/run/user/0/hotswap/control.sock\","
+      "\"reexecs\":0,\"reexec_at\":0,\"reexec_pause_us\":0,"
+      "\"upgrade_error\":null},"
       "\"plugins\":["
       "{\"name\":\"counter\",\"status\":\"live\",\"version\":\"1.0\","
       "\"state_version\":1,\"state_size\":16,\"generation\":2,"
       "\"file\":\"counter.so\",\"loaded_at\":\"2026-11-25T00:00:00Z\","
       "\"reloads\":1,\"last_error\":null,"
       "\"last_reload\":{\"validated_us\":3100,\"swapped_us\":3400,"
-      "\"pause_us\":85},"
+      "\"pause_us\":85},\"crashes\":0,\"last_crash\":null,"
       "\"fds\":[{\"fd\":7,\"events\":\"read\",\"token\":0},"
       "{\"fd\":9,\"events\":\"read+write\",\"token\":3}],"
       "\"timers\":[{\"id\":1,\"repeat_ms\":100,\"token\":5}],"
@@ -408,16 +412,19 @@ static void test_status_json_exact(void **state) {
       "\"file\":\"meter.so\",\"loaded_at\":null,\"reloads\":0,"
       "\"last_error\":{\"code\":\"HS_EABI\",\"stage\":\"abi\","
       "\"message\":\"meter.so was built for ABI 2, this host speaks ABI 2\"},"
-      "\"last_reload\":null,\"fds\":[],\"timers\":[],\"tick_ms\":0},"
+      "\"last_reload\":null,\"crashes\":0,\"last_crash\":null,"
+      "\"fds\":[],\"timers\":[],\"tick_ms\":0},"
       "{\"name\":\"slow\",\"status\":\"validating\",\"version\":\"0.9\","
       "\"state_version\":3,\"state_size\":0,\"generation\":1,"
       "\"file\":\"slow.so\",\"loaded_at\":\"2026-11-25T01:01:01Z\","
       "\"reloads\":0,\"last_error\":null,\"last_reload\":null,"
+      "\"crashes\":0,\"last_crash\":null,"
       "\"fds\":[],\"timers\":[],\"tick_ms\":0},"
       "{\"name\":\"gone\",\"status\":\"unloaded\",\"version\":null,"
       "\"state_version\":0,\"state_size\":0,\"generation\":0,"
       "\"file\":\"gone.so\",\"loaded_at\":null,\"reloads\":0,"
       "\"last_error\":null,\"last_reload\":null,"
+      "\"crashes\":0,\"last_crash\":null,"
       "\"fds\":[],\"timers\":[],\"tick_ms\":0}"
       "]}\n");
   free(json);
@@ -450,7 +457,7 @@ static void test_status_json_escapes(void **state) {
   assert_true(json_valid_object(json));
   assert_non_null(
       strstr(json, "\"plugin_dir\":\"/srv/\\\"odd\\\"\\\\dir\\n\""));
-  assert_non_null(strstr(json, "\"control\":null}"));
+  assert_non_null(strstr(json, "\"control\":null,"));
   assert_non_null(strstr(json, "\"version\":\"1.0 \\\"beta\\\"\""));
   assert_non_null(strstr(json, "{\"code\":\"HS_EDLOPEN\",\"stage\":\"open\","
                                "\"message\":\"meter.so: \\\"undefined "
@@ -481,6 +488,49 @@ static void test_status_json_checker_rejects_broken(void **state) {
   assert_false(json_valid_object("{\"a\":1}}"));
 }
 
+/* A plugin quarantined after a crash: its status word, the count and the
+ * last crash, in text and JSON. */
+static void test_status_quarantined_after_crash(void **state) {
+  fixture *f = *state;
+  hs_status_host h = host_of();
+  hs_crash *c = &f->unloaded.crash;
+
+  c->quarantined = 1;
+  c->count = 2;
+  c->last.signo = SIGSEGV;
+  c->last.code = 1;
+  c->last.addr = 0x10;
+  c->last.callback = "tick";
+  snprintf(c->last_version, sizeof c->last_version, "2.0");
+  snprintf(c->last_what, sizeof c->last_what,
+           "SIGSEGV (bad access to address 0x10) at gone.so+0x1139");
+  snprintf(c->last_where, sizeof c->last_where, "gone.so+0x1139");
+  c->last_action = "quarantine";
+  snprintf(c->last_detail, sizeof c->last_detail, "quarantined");
+  c->last_at = LOADED_AT;
+  char *text = format(f, &h, 0);
+  char *b = text_block(text, "gone");
+  assert_non_null(strstr(b, "status       quarantined\n"));
+  assert_non_null(strstr(b, "crashes      2; the last at "
+                            "2026-11-25T00:00:00+00:00: tick() of version "
+                            "2.0: SIGSEGV (bad access to address 0x10) at "
+                            "gone.so+0x1139; quarantined\n"));
+  free(b);
+  free(text);
+  char *json = format(f, &h, 1);
+  assert_non_null(json_value(json));
+  assert_non_null(strstr(
+      json, "\"status\":\"quarantined\""));
+  assert_non_null(strstr(
+      json, "\"crashes\":2,\"last_crash\":{\"callback\":\"tick\","
+            "\"version\":\"2.0\",\"signal\":\"SIGSEGV\",\"code\":1,"
+            "\"address\":\"0x10\",\"where\":\"gone.so+0x1139\","
+            "\"fault\":\"SIGSEGV (bad access to address 0x10) at "
+            "gone.so+0x1139\",\"action\":\"quarantine\","
+            "\"detail\":\"quarantined\",\"at\":\"2026-11-25T00:00:00Z\"}"));
+  free(json);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_status_text_header, setup,
@@ -503,6 +553,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_status_json_no_plugins, setup,
                                       teardown),
       cmocka_unit_test(test_status_json_checker_rejects_broken),
+      cmocka_unit_test_setup_teardown(test_status_quarantined_after_crash,
+                                      setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -117,6 +117,8 @@ static int teardown(void **state) {
   hs_worker_stop(&e->reg.worker); /* closes what is queued */
   left = cache_files(e);
   hs_state_free(&e->slot->state);
+  hs_threads_free(&e->slot->threads);
+  hs_threads_free(&e->slot->born);
   free(e->slot->name);
   free(e->slot->file);
   free(e->slot);
