@@ -217,6 +217,17 @@ static void *get_array(reader *r, size_t *n, size_t size, uint32_t max) {
   return a;
 }
 
+/* Faults in a fresh buffer's pages in one call: one by one, as memcpy
+ * would, costs a trap each (on a VM, tens of microseconds each), inside
+ * the upgrade's pause. Best effort (kernels before 5.14 lack it). */
+static void populate(void *p, size_t size) {
+  uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  uintptr_t start = ((uintptr_t)p + page - 1) & ~(page - 1);
+  uintptr_t end = ((uintptr_t)p + size) & ~(page - 1);
+  if (end > start)
+    madvise((void *)start, end - start, MADV_POPULATE_WRITE);
+}
+
 static void get_slot(reader *r, hs_handoff_slot *s) {
   s->file = get_str(r);
   s->loaded = get_u32(r) != 0;
@@ -241,6 +252,7 @@ static void get_slot(reader *r, hs_handoff_slot *s) {
       r->bad = 1;
       return;
     }
+    populate(s->state.data, size);
     memcpy(s->state.data, r->blob + at, size);
   }
   s->fds = get_array(r, &s->nfds, sizeof(*s->fds), MAX_REGS);
@@ -303,8 +315,9 @@ int hs_handoff_read(int fd, hs_handoff *h, hs_error *err) {
   /* Mapped, not read: the state bytes are copied once, into the plugins'
    * buffers. */
   size_t size = (size_t)st.st_size;
-  unsigned char *all = size ? mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0)
-                            : NULL;
+  unsigned char *all =
+      size ? mmap(NULL, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0)
+           : NULL;
   if (all == MAP_FAILED) {
     int rc = -errno;
     return hs_error_set(err, rc, "handoff",
