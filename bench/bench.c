@@ -835,3 +835,71 @@ int bench_proc_maps(pid_t pid) { return proc_maps_count(pid); }
 int bench_proc_fds(pid_t pid) { return proc_fd_count(pid); }
 
 long bench_ticks_per_s(void) { return sysconf(_SC_CLK_TCK); }
+
+/* ---- HTTP load: two client threads -------------------------------------- */
+
+static void *client_main(void *arg) {
+  bench_client *c = arg;
+  char body[1024];
+  const char *what;
+  int fd = -1, e;
+
+  while (!atomic_load(c->stop)) {
+    uint64_t t0 = bench_now_ns();
+    if (c->ops->begin)
+      c->ops->begin(c, t0);
+    if (fd < 0) {
+      fd = bench_http_connect(c->port, BENCH_CLIENT_TIMEOUT_S, &e, &what);
+      if (fd < 0) {
+        c->ops->failed(c, e, what);
+        usleep(BENCH_CLIENT_RETRY_MS * 1000);
+        continue;
+      }
+      atomic_fetch_add(&c->connects, 1);
+    }
+    int rc = bench_http_get(fd, body, sizeof(body), &e, &what);
+    if (rc == 0)
+      c->ops->served(c, t0, body);
+    else
+      c->ops->failed(c, e, what);
+    if (rc != 0 || !c->keepalive) {
+      close(fd);
+      fd = -1;
+      usleep(rc != 0 ? BENCH_CLIENT_RETRY_MS * 1000 : BENCH_CLIENT_FRESH_US);
+    }
+  }
+  if (fd >= 0)
+    close(fd);
+  return NULL;
+}
+
+int bench_clients_start(bench_clients *l, int port,
+                        const bench_client_ops *ops, void *const data[2]) {
+  sigset_t all, old;
+
+  atomic_init(&l->stop, 0);
+  l->started = 0;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  for (int i = 0; i < 2; i++) {
+    bench_client *c = &l->c[i];
+    c->port = port;
+    c->keepalive = i == 0;
+    atomic_init(&c->connects, 0);
+    c->ops = ops;
+    c->data = data[i];
+    c->stop = &l->stop;
+    if (pthread_create(&l->th[i], NULL, client_main, c) != 0)
+      break;
+    l->started++;
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  return l->started == 2 ? 0 : -1;
+}
+
+void bench_clients_stop(bench_clients *l) {
+  atomic_store(&l->stop, 1);
+  for (int i = 0; i < l->started; i++)
+    pthread_join(l->th[i], NULL);
+  l->started = 0;
+}

@@ -13,6 +13,8 @@
 #define HS_BENCH_H
 
 #include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -195,6 +197,53 @@ int bench_http_connect(int port, int timeout_s, int *err, const char **what);
  * "body", "response too large"). */
 int bench_http_get(int fd, char *body, size_t size, int *err,
                    const char **what);
+
+/* ---- HTTP load: two client threads -------------------------------------- */
+
+/* A client's settings after a failure and between fresh connections. */
+#define BENCH_CLIENT_TIMEOUT_S 5      /* a response slower than this fails */
+#define BENCH_CLIENT_FRESH_US 1000    /* between two fresh connections */
+#define BENCH_CLIENT_RETRY_MS 5       /* after a failure */
+
+typedef struct bench_client bench_client;
+
+/* What a benchmark counts, called on the client's thread: begin before
+ * each attempt (may be NULL), served with a 200 page's body (the attempt
+ * began at t0), failed with an errno (0: a protocol error) and the step
+ * (see bench_http_get). */
+typedef struct bench_client_ops {
+  void (*begin)(bench_client *c, uint64_t t0);
+  void (*served)(bench_client *c, uint64_t t0, const char *body);
+  void (*failed)(bench_client *c, int err, const char *what);
+} bench_client_ops;
+
+struct bench_client {
+  int port;
+  int keepalive;        /* 1: one connection, reopened after a failure;
+                           0: a fresh connection per request */
+  atomic_long connects; /* connections opened */
+  const bench_client_ops *ops;
+  void *data;           /* the benchmark's record of this client */
+  atomic_int *stop;
+};
+
+/* Two clients on 127.0.0.1:port, c[0] keep-alive and c[1] fresh, each
+ * sending the next GET / as soon as the previous response is complete. */
+typedef struct bench_clients {
+  atomic_int stop;
+  bench_client c[2];
+  pthread_t th[2];
+  int started;
+} bench_clients;
+
+/* Starts both (the run's signals blocked in their threads), data[i] as
+ * c[i].data. Returns 0, or -1 when a thread could not start (those that
+ * did are running: stop them). */
+int bench_clients_start(bench_clients *l, int port,
+                        const bench_client_ops *ops, void *const data[2]);
+
+/* Stops and joins the clients. Harmless when none runs. */
+void bench_clients_stop(bench_clients *l);
 
 /* ---- /proc ------------------------------------------------------------- */
 

@@ -14,9 +14,9 @@
  * The load: one client thread keeps a keep-alive connection busy (a new
  * request as soon as the previous response is complete; it reconnects
  * after a failure), another opens a fresh connection for every request
- * (FRESH_PAUSE_US apart). A failure is a refused connection, a reset, a
+ * (BENCH_CLIENT_FRESH_US apart). A failure is a refused connection, a reset, a
  * short read, a timeout or a status other than 200; after one a client
- * waits RETRY_MS before it tries again. "Unavailable" adds up, per client,
+ * waits BENCH_CLIENT_RETRY_MS before it tries again. "Unavailable" adds up, per client,
  * the time from a failure to the next success.
  *
  * Each swap renames the next version into place (http.so in the host's
@@ -42,9 +42,6 @@
 
 #define GAP_MS 100          /* plain load between two swaps */
 #define CATCH_UP_MS 10000   /* a version not served by then ends the run */
-#define IO_TIMEOUT_S 5      /* a response slower than this is a failure */
-#define FRESH_PAUSE_US 1000 /* between two fresh connections */
-#define RETRY_MS 5          /* after a failure */
 #define WAIT_MS 20000
 
 #ifndef HS_BENCH_SOURCE_DIR
@@ -148,24 +145,22 @@ static int build_all(const char *dir, int last) {
 
 /* ---- the load ----------------------------------------------------------- */
 
+/* What one client saw (bench_client.data; written on its thread). */
 typedef struct client {
-  int port;
-  int keepalive;
-  atomic_int *stop;
   atomic_int last_version; /* of the last response, -1: none yet */
   long responses;
   long failures;     /* every failed attempt */
   long resets;       /* of those: ECONNRESET, EPIPE, closed before a reply */
   long refused;      /* of those: ECONNREFUSED */
-  long connects;     /* connections opened */
   uint64_t down_ns;  /* failure -> next success, added up */
   uint64_t down_since;
   bench_samples latency_us; /* of each complete response */
   char first_error[200];
 } client;
 
-/* Counts one failure (e = errno, 0 for a protocol error). Returns -1. */
-static int client_fail(client *c, int e, const char *what) {
+/* Counts one failure (e = errno, 0 for a protocol error). */
+static void client_failed(bench_client *bc, int e, const char *what) {
+  client *c = bc->data;
   c->failures++;
   if (e == ECONNRESET || e == EPIPE)
     c->resets++;
@@ -176,28 +171,16 @@ static int client_fail(client *c, int e, const char *what) {
   if (!c->first_error[0])
     snprintf(c->first_error, sizeof(c->first_error), "%s: %s", what,
              e ? strerror(e) : "protocol");
-  return -1;
 }
 
-static int client_connect(client *c) {
-  const char *what;
-  int e, fd = bench_http_connect(c->port, IO_TIMEOUT_S, &e, &what);
-  if (fd < 0)
-    return client_fail(c, e, what);
-  c->connects++;
-  return fd;
-}
-
-/* One GET / and its whole response (Content-Length). Returns 0 or -1. */
-static int client_request(client *c, int fd, uint64_t t0) {
-  char body[1024];
-  const char *what, *v;
-  int e;
-
-  if (bench_http_get(fd, body, sizeof(body), &e, &what) != 0)
-    return client_fail(c, e, what);
-  if (!(v = strstr(body, "hello from http v")))
-    return client_fail(c, 0, "body");
+/* A 200 page: its version, and the request's latency. */
+static void client_served(bench_client *bc, uint64_t t0, const char *body) {
+  client *c = bc->data;
+  const char *v = strstr(body, "hello from http v");
+  if (!v) {
+    client_failed(bc, 0, "body");
+    return;
+  }
   uint64_t t1 = bench_now_ns();
   bench_samples_add(&c->latency_us, (double)(t1 - t0) / 1e3);
   if (c->down_since) {
@@ -206,64 +189,26 @@ static int client_request(client *c, int fd, uint64_t t0) {
   }
   c->responses++;
   atomic_store(&c->last_version, atoi(v + 17));
-  return 0;
 }
 
-static void *client_main(void *arg) {
-  client *c = arg;
-  int fd = -1;
-  while (!atomic_load(c->stop)) {
-    uint64_t t0 = bench_now_ns();
-    if (fd < 0 && (fd = client_connect(c)) < 0) {
-      usleep(RETRY_MS * 1000);
-      continue;
-    }
-    int rc = client_request(c, fd, t0);
-    if (rc != 0 || !c->keepalive) {
-      close(fd);
-      fd = -1;
-      usleep(rc != 0 ? RETRY_MS * 1000 : FRESH_PAUSE_US);
-    }
-  }
-  if (fd >= 0)
-    close(fd);
-  return NULL;
-}
+static const bench_client_ops client_ops = {NULL, client_served,
+                                            client_failed};
 
-/* The two clients of one phase. */
+/* The two clients of one phase: c[0] keep-alive, c[1] fresh. */
 typedef struct load {
-  atomic_int stop;
-  client c[2]; /* keep-alive, fresh */
-  pthread_t th[2];
-  int started;
+  bench_clients cl;
+  client c[2];
 } load;
 
-/* Starts both clients on port, with the run's signals blocked in them. */
 static int load_start(load *l, int port) {
-  sigset_t all, old;
+  void *const data[2] = {&l->c[0], &l->c[1]};
   memset(l, 0, sizeof(*l));
-  atomic_init(&l->stop, 0);
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, &old);
-  for (int i = 0; i < 2; i++) {
-    l->c[i].port = port;
-    l->c[i].keepalive = i == 0;
-    l->c[i].stop = &l->stop;
+  for (int i = 0; i < 2; i++)
     atomic_init(&l->c[i].last_version, -1);
-    if (pthread_create(&l->th[i], NULL, client_main, &l->c[i]) != 0)
-      break;
-    l->started++;
-  }
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  return l->started == 2 ? 0 : -1;
+  return bench_clients_start(&l->cl, port, &client_ops, data);
 }
 
-static void load_stop(load *l) {
-  atomic_store(&l->stop, 1);
-  for (int i = 0; i < l->started; i++)
-    pthread_join(l->th[i], NULL);
-  l->started = 0;
-}
+static void load_stop(load *l) { bench_clients_stop(&l->cl); }
 
 static void load_free(load *l) {
   for (int i = 0; i < 2; i++)
@@ -311,9 +256,9 @@ static void outcome_take(outcome *o, load *l, int swaps, double seconds) {
       bench_samples_add(&o->lat, c->latency_us.v[k]);
     if (c->first_error[0])
       printf("  (%s client, first failure: %s)\n",
-             c->keepalive ? "keep-alive" : "fresh", c->first_error);
+             i == 0 ? "keep-alive" : "fresh", c->first_error);
   }
-  o->ka_connects = l->c[0].connects;
+  o->ka_connects = atomic_load(&l->cl.c[0].connects);
 }
 
 static void report(const char *phase, const outcome *o) {

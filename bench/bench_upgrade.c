@@ -23,9 +23,9 @@
  *
  * The load: one client keeps a keep-alive connection busy (the next
  * request as soon as the response is complete; it reconnects after a
- * failure), the other opens a fresh connection per request, FRESH_PAUSE_US
+ * failure), the other opens a fresh connection per request, BENCH_CLIENT_FRESH_US
  * apart. A failure is a refused connection, a reset, a short read, a
- * timeout or a status other than 200; a client waits RETRY_MS after one.
+ * timeout or a status other than 200; a client waits BENCH_CLIENT_RETRY_MS after one.
  * Each client's "wait" is the time from the start of its first attempt
  * since its last response to the next response: a request's latency when
  * nothing fails, the whole gap (failures and retries included) when
@@ -54,9 +54,6 @@
 #define GAP_MS 200          /* plain load between two events */
 #define SERVED_MS 30000     /* both clients served after an event, or stop */
 #define WAIT_MS 60000       /* a compile from source on a busy machine */
-#define IO_TIMEOUT_S 5      /* a response slower than this is a failure */
-#define FRESH_PAUSE_US 1000 /* between two fresh connections */
-#define RETRY_MS 5          /* after a failure */
 #define FLAGGED_MAX 20      /* unusual host lines printed */
 
 #ifndef HS_BENCH_SOURCE_DIR
@@ -286,15 +283,12 @@ static int server_start(server *s, int *port, double *loaded_ms,
 
 /* ---- the load ----------------------------------------------------------- */
 
+/* What one client saw (bench_client.data). */
 typedef struct client {
-  int port;
-  int keepalive;
-  atomic_int *stop;
   atomic_long served;
   atomic_long failures;          /* every failed attempt */
   atomic_long resets;            /* of those: reset, EPIPE, closed early */
   atomic_long refused;           /* of those: ECONNREFUSED */
-  atomic_long connects;          /* connections opened */
   atomic_long counter_resets;    /* the page's request number went down */
   atomic_uint_fast64_t worst_ns; /* longest wait since the driver took it */
   atomic_uint_fast64_t down_ns;  /* failure -> next success, added up */
@@ -306,7 +300,8 @@ typedef struct client {
   char first_error[200];
 } client;
 
-static void client_fail(client *c, int e, const char *what) {
+static void client_fail(bench_client *bc, int e, const char *what) {
+  client *c = bc->data;
   atomic_fetch_add(&c->failures, 1);
   if (e == ECONNRESET || e == EPIPE)
     atomic_fetch_add(&c->resets, 1);
@@ -319,7 +314,8 @@ static void client_fail(client *c, int e, const char *what) {
              e ? strerror(e) : "protocol");
 }
 
-static void client_served(client *c, uint64_t t0, const char *body) {
+static void client_served(bench_client *bc, uint64_t t0, const char *body) {
+  client *c = bc->data;
   uint64_t t1 = bench_now_ns(), wait = t1 - c->wait_since;
   const char *at = strstr(body, ", request ");
   long count = at ? atol(at + 10) : -1;
@@ -340,72 +336,30 @@ static void client_served(client *c, uint64_t t0, const char *body) {
   atomic_fetch_add(&c->served, 1);
 }
 
-static void *client_main(void *arg) {
-  client *c = arg;
-  char body[1024];
-  const char *what;
-  int fd = -1, e;
-  while (!atomic_load(c->stop)) {
-    uint64_t t0 = bench_now_ns();
-    if (!c->wait_since)
-      c->wait_since = t0;
-    if (fd < 0) {
-      if ((fd = bench_http_connect(c->port, IO_TIMEOUT_S, &e, &what)) < 0) {
-        client_fail(c, e, what);
-        usleep(RETRY_MS * 1000);
-        continue;
-      }
-      atomic_fetch_add(&c->connects, 1);
-    }
-    int rc = bench_http_get(fd, body, sizeof(body), &e, &what);
-    if (rc == 0)
-      client_served(c, t0, body);
-    else
-      client_fail(c, e, what);
-    if (rc != 0 || !c->keepalive) {
-      close(fd);
-      fd = -1;
-      usleep(rc != 0 ? RETRY_MS * 1000 : FRESH_PAUSE_US);
-    }
-  }
-  if (fd >= 0)
-    close(fd);
-  return NULL;
+/* The wait runs from the first attempt since the last response. */
+static void client_begin(bench_client *bc, uint64_t t0) {
+  client *c = bc->data;
+  if (!c->wait_since)
+    c->wait_since = t0;
 }
 
-/* The two clients of one phase. */
+static const bench_client_ops client_ops = {client_begin, client_served,
+                                            client_fail};
+
+/* The two clients of one phase: c[0] keep-alive, c[1] fresh. */
 typedef struct load {
-  atomic_int stop;
-  client c[2]; /* keep-alive, fresh */
-  pthread_t th[2];
-  int started;
+  bench_clients cl;
+  client c[2];
 } load;
 
-/* Starts both clients on port, with the run's signals blocked in them. */
 static int load_start(load *l, int port) {
-  sigset_t all, old;
-  atomic_init(&l->stop, 0);
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, &old);
-  for (int i = 0; i < 2; i++) {
-    l->c[i].port = port;
-    l->c[i].keepalive = i == 0;
-    l->c[i].stop = &l->stop;
+  void *const data[2] = {&l->c[0], &l->c[1]};
+  for (int i = 0; i < 2; i++)
     l->c[i].last_count = -1;
-    if (pthread_create(&l->th[i], NULL, client_main, &l->c[i]) != 0)
-      break;
-    l->started++;
-  }
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  return l->started == 2 ? 0 : -1;
+  return bench_clients_start(&l->cl, port, &client_ops, data);
 }
 
-static void load_stop(load *l) {
-  atomic_store(&l->stop, 1);
-  for (int i = 0; i < l->started; i++)
-    pthread_join(l->th[i], NULL);
-  l->started = 0;
-}
+static void load_stop(load *l) { bench_clients_stop(&l->cl); }
 
 /* Waits, reading the log, until both clients have had a response after
  * this call. Returns 0 or -1 (said). */
@@ -626,7 +580,7 @@ static counts count(phase *p) {
     t.counter_resets += atomic_load(&c->counter_resets);
     t.down_ms += (double)atomic_load(&c->down_ns) / 1e6;
   }
-  t.ka_connects = atomic_load(&p->l.c[0].connects);
+  t.ka_connects = atomic_load(&p->l.cl.c[0].connects);
   return t;
 }
 

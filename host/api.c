@@ -88,6 +88,28 @@ static void fd_cb(hs_io *io, uint32_t ev) {
     crashed(ctx, &f);
 }
 
+/* Registers fd for ctx, watched in the loop for epoll_events; name is its
+ * fd_keep name (NULL: none). Returns 0, HS_ENOMEM or -errno. */
+static int add_fd(hs_ctx *ctx, int fd, uint32_t events, uint64_t token,
+                  uint32_t epoll_events, const char *name) {
+  hs_fdreg *r = calloc(1, sizeof(*r));
+  if (!r)
+    return HS_ENOMEM;
+  r->ctx = ctx;
+  r->fd = fd;
+  r->events = events & (HS_IO_READ | HS_IO_WRITE);
+  r->token = token;
+  snprintf(r->name, sizeof(r->name), "%s", name ? name : "");
+  int rc = hs_loop_io_start(ctx->loop, &r->io, fd, epoll_events, fd_cb, r);
+  if (rc != 0) {
+    free(r);
+    return rc;
+  }
+  r->next = ctx->fds;
+  ctx->fds = r;
+  return 0;
+}
+
 static int api_io_watch(hs_ctx *ctx, int fd, uint32_t events,
                         uint64_t token) {
   const hs_plugin *d = ctx->desc;
@@ -104,20 +126,7 @@ static int api_io_watch(hs_ctx *ctx, int fd, uint32_t events,
     r->token = token;
     return 0;
   }
-  if (!(r = calloc(1, sizeof(*r))))
-    return HS_ENOMEM;
-  r->ctx = ctx;
-  r->fd = fd;
-  r->events = events & (HS_IO_READ | HS_IO_WRITE);
-  r->token = token;
-  int rc = hs_loop_io_start(ctx->loop, &r->io, fd, to_epoll(events), fd_cb, r);
-  if (rc != 0) {
-    free(r);
-    return rc;
-  }
-  r->next = ctx->fds;
-  ctx->fds = r;
-  return 0;
+  return add_fd(ctx, fd, events, token, to_epoll(events), NULL);
 }
 
 /* Unlinks fd's registration and returns it (or NULL). */
@@ -372,23 +381,8 @@ void hs_api_ctx_resume(hs_ctx *ctx) {
 
 int hs_api_ctx_adopt_fd(hs_ctx *ctx, int fd, uint32_t events, uint64_t token,
                         const char *name) {
-  hs_fdreg *r = calloc(1, sizeof(*r));
-  if (!r)
-    return HS_ENOMEM;
-  r->ctx = ctx;
-  r->fd = fd;
-  r->events = events & (HS_IO_READ | HS_IO_WRITE);
-  r->token = token;
-  snprintf(r->name, sizeof(r->name), "%s", name ? name : "");
   /* Paused until a version is live (hs_api_ctx_resume). */
-  int rc = hs_loop_io_start(ctx->loop, &r->io, fd, 0, fd_cb, r);
-  if (rc != 0) {
-    free(r);
-    return rc;
-  }
-  r->next = ctx->fds;
-  ctx->fds = r;
-  return 0;
+  return add_fd(ctx, fd, events, token, 0, name);
 }
 
 int hs_api_ctx_adopt_timer(hs_ctx *ctx, int64_t id, uint64_t token,

@@ -99,6 +99,18 @@ static int load_crashed(hs_slot *slot, const hs_plugin *d, const char *which,
                       which, slot->file, what);
 }
 
+/* A load() of d that left nothing live failed with rc: err says how, and a
+ * crash is also noted in the slot's crash record. Returns err->code. */
+static int load_gone(hs_slot *slot, const hs_plugin *d, int rc, int crashed,
+                     hs_error *err) {
+  if (!crashed)
+    return load_failed(slot, rc, "", err);
+  load_crashed(slot, d, "", err);
+  hs_crash_note(slot, hs_guard_last(), d, d->version, "swap-failed",
+                "the plugin is not running");
+  return err->code;
+}
+
 /* load() of the version ctx points at, under the guard (guard.h): its
  * value, or HS_ECRASH with *crashed set. */
 static int load_guarded(hs_slot *slot, hs_load_reason reason, int *crashed) {
@@ -143,13 +155,7 @@ static int first_load(hs_slot *slot, const hs_plugin *d, int *was_reset,
   int rc = load_guarded(slot, reason, &crashed);
   if (rc != 0) {
     threads_left(slot, left);
-    if (crashed) {
-      load_crashed(slot, d, "", err);
-      hs_crash_note(slot, hs_guard_last(), d, d->version, "swap-failed",
-                    "the plugin is not running");
-    } else {
-      load_failed(slot, rc, "", err);
-    }
+    load_gone(slot, d, rc, crashed, err);
     if (reason == HS_LOAD_START)
       hs_api_ctx_release(&slot->ctx); /* what it registered dies with it */
     ctx_use(slot, NULL, NULL);
@@ -311,13 +317,7 @@ int hs_swap_attach(hs_slot *slot, hs_load_reason reason, hs_error *err) {
   int crashed;
   int rc = load_guarded(slot, reason, &crashed);
   if (rc != 0) {
-    if (crashed) {
-      load_crashed(slot, d, "", err);
-      hs_crash_note(slot, hs_guard_last(), d, d->version, "swap-failed",
-                    "the plugin is not running");
-    } else {
-      load_failed(slot, rc, "", err);
-    }
+    load_gone(slot, d, rc, crashed, err);
     ctx_use(slot, NULL, NULL);
     slot->loaded = 0;
     hs_worker_close(&slot->reg->worker, slot->name, &slot->img, &slot->copy);

@@ -242,6 +242,25 @@ static void client_stop(client *c, long *ok, long *failed, long *gaps) {
                    5);
 }
 
+/* counter_v1 installed, the host started (with args), its first load
+ * seen. */
+static void start_counter(harness *h, const char *const *args) {
+  assert_int_equal(harness_install(h, "counter_v1", "counter.so",
+                                   HARNESS_RENAME, NULL),
+                   0);
+  assert_int_equal(harness_start(h, args), 0);
+  harness_expect_line(h, "counter log: load start version 1.0 loads=1");
+}
+
+/* The http example installed and the host started; returns its port. */
+static int start_http(harness *h) {
+  install_http(h);
+  assert_int_equal(harness_start(h, NULL), 0);
+  int port = expect_port(h);
+  harness_expect_line(h, "http loaded: version");
+  return port;
+}
+
 /* ---- tests ------------------------------------------------------------- */
 
 /* The check mode answers for itself: the formats it reads, or why not. */
@@ -271,10 +290,7 @@ static void test_upgrade_keeps_serving(void **state) {
   long ok, failed, gaps, reexecs;
   char want[64];
 
-  install_http(h);
-  assert_int_equal(harness_start(h, NULL), 0);
-  int port = expect_port(h);
-  harness_expect_line(h, "http loaded: version");
+  int port = start_http(h);
   pid_t pid = h->pid;
   client_start(&c, port);
   for (int i = 1; i <= UPGRADES; i++) {
@@ -322,10 +338,7 @@ static void test_upgrade_refuses_bad_binaries(void **state) {
   size_t size;
   long reexecs;
 
-  install_http(h);
-  assert_int_equal(harness_start(h, NULL), 0);
-  int port = expect_port(h);
-  harness_expect_line(h, "http loaded: version");
+  int port = start_http(h);
   pid_t pid = h->pid;
 
   read_file(HS_TEST_BIN, &data, &size);
@@ -362,11 +375,7 @@ static void test_upgrade_migrates_a_changed_plugin(void **state) {
   char out[1024], err[1024];
 
   assert_int_equal(harness_env(h, "FX_TICK_MS=50"), 0);
-  assert_int_equal(harness_install(h, "counter_v1", "counter.so",
-                                   HARNESS_RENAME, NULL),
-                   0);
-  assert_int_equal(harness_start(h, args), 0);
-  harness_expect_line(h, "counter log: load start version 1.0 loads=1");
+  start_counter(h, args);
   harness_expect_line(h, "counter log: tick 3");
   /* Written in place: seen, but settles only after 3 s, by then the host
    * has re-executed. */
@@ -400,11 +409,7 @@ static void test_upgrade_exec_failure_restores(void **state) {
   char out[1024], err[1024];
   long reexecs;
 
-  assert_int_equal(harness_install(h, "counter_v1", "counter.so",
-                                   HARNESS_RENAME, NULL),
-                   0);
-  assert_int_equal(harness_start(h, args), 0);
-  harness_expect_line(h, "counter log: load start version 1.0 loads=1");
+  start_counter(h, args);
   /* A validation that takes the whole --sandbox-timeout (5 s). */
   assert_int_equal(harness_install(h, "bad_hang_selftest", "slow.so",
                                    HARNESS_RENAME, NULL),
@@ -432,11 +437,7 @@ static void test_upgrade_sigusr2(void **state) {
   harness *h = *state;
   long reexecs;
 
-  assert_int_equal(harness_install(h, "counter_v1", "counter.so",
-                                   HARNESS_RENAME, NULL),
-                   0);
-  assert_int_equal(harness_start(h, NULL), 0);
-  harness_expect_line(h, "counter log: load start version 1.0 loads=1");
+  start_counter(h, NULL);
   assert_int_equal(harness_signal(h, SIGUSR2), 0);
   harness_expect_line(h, "hotswap upgrade: checking");
   harness_expect_line(h, "counter log: load upgrade version 1.0 loads=2");
@@ -485,10 +486,7 @@ static void test_upgrade_tells_systemd(void **state) {
                    0);
   snprintf(env, sizeof(env), "NOTIFY_SOCKET=%s", sa.sun_path);
   assert_int_equal(harness_env(h, env), 0);
-  assert_int_equal(harness_install(h, "counter_v1", "counter.so",
-                                   HARNESS_RENAME, NULL),
-                   0);
-  assert_int_equal(harness_start(h, NULL), 0);
+  start_counter(h, NULL);
   assert_int_equal(notify_wait(fd, "READY=1", seen, sizeof(seen)), 0);
   seen[0] = '\0';
   assert_int_equal(harness_signal(h, SIGUSR2), 0);
