@@ -245,6 +245,10 @@ int bench_clients_start(bench_clients *l, int port,
 /* Stops and joins the clients. Harmless when none runs. */
 void bench_clients_stop(bench_clients *l);
 
+/* A loopback port that was free a moment ago (bound and released); 0 on
+ * failure. */
+int bench_free_port(void);
+
 /* ---- /proc ------------------------------------------------------------- */
 
 typedef struct bench_proc {

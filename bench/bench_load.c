@@ -336,20 +336,6 @@ out:
 
 /* ---- phase 2: entr restarts the whole process --------------------------- */
 
-/* A free loopback port (bound and released). 0 on failure. */
-static int free_port(void) {
-  struct sockaddr_in sa = {.sin_family = AF_INET};
-  socklen_t len = sizeof(sa);
-  int port = 0, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-      getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-    port = ntohs(sa.sin_port);
-  if (fd >= 0)
-    close(fd);
-  return port;
-}
-
 /* Starts `entr -n -r SERVER DIR` in its own process group, reading the
  * file list (SERVER) from a file, its output into DIR/entr.log. */
 static pid_t start_entr(const char *dir, const char *server) {
@@ -378,7 +364,7 @@ static int run_entr(const char *bin, int swaps, outcome *o) {
   char dir[PATH_MAX + 32], server[PATH_MAX + 64], from[PATH_MAX + 32],
       tmp[PATH_MAX + 96];
   load l;
-  int done = 0, port = free_port(), rc = -1, st;
+  int done = 0, port = bench_free_port(), rc = -1, st;
   pid_t entr = -1;
   uint64_t t0 = 0;
 

@@ -115,20 +115,6 @@ static int put_binary(const char *bindir, char *bin, size_t size, int tag,
   return put_file(bindir, "hotswap", bin, size, 0755, t_ns);
 }
 
-/* A free loopback port (bound and released). 0 on failure. */
-static int free_port(void) {
-  struct sockaddr_in sa = {.sin_family = AF_INET};
-  socklen_t len = sizeof(sa);
-  int port = 0, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-      getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-    port = ntohs(sa.sin_port);
-  if (fd >= 0)
-    close(fd);
-  return port;
-}
-
 /* ---- the host's log ----------------------------------------------------- */
 
 /* The host of one phase and what its log said. */
@@ -519,7 +505,7 @@ out:
 static int run_restart(char *bin, size_t size, int n, const char *so,
                        phase *p) {
   server s;
-  int port = free_port(), rc = -1;
+  int port = bench_free_port(), rc = -1;
   double loaded;
   uint64_t t0 = 0, t_term, t_exit, stamp;
 

@@ -117,6 +117,19 @@ static void expect_json_num(const char *json, const char *plugin,
   assert_int_equal(got, want);
 }
 
+/* Fills want with each plugin's "crashed: CALLBACK() of version
+ * 2.0-CB-SIG: FAULT" line (cb: the fixture's variant, callback: the
+ * callback's name). */
+static void crashed_lines(char want[][512], const char *cb,
+                          const char *callback) {
+  char fault[128];
+  for (int i = 0; i < NSIGS; i++) {
+    fault_of(sigs[i], fault, sizeof(fault));
+    snprintf(want[i], 512, "%s crashed: %s() of version 2.0-%s-%s: %s",
+             sigs[i], callback, cb, sigs[i], fault);
+  }
+}
+
 /*
  * A callback that runs outside the swap (tick, on_io, on_timer) crashes
  * with each signal right after the swap: each plugin rolls back to 1.0 on
@@ -125,16 +138,11 @@ static void expect_json_num(const char *json, const char *plugin,
 static void crash_in_callback_rolls_back(harness *h, const char *cb,
                                          const char *callback) {
   static const char *const args[] = {"--crash-grace", "600", NULL};
-  char want[NSIGS][512], fault[128], json[65536];
+  char want[NSIGS][512], json[65536];
 
   start_five(h, args);
   swap_in_crashers(h, cb);
-  for (int i = 0; i < NSIGS; i++) {
-    fault_of(sigs[i], fault, sizeof(fault));
-    snprintf(want[i], sizeof(want[i]),
-             "%s crashed: %s() of version 2.0-%s-%s: %s", sigs[i], callback,
-             cb, sigs[i], fault);
-  }
+  crashed_lines(want, cb, callback);
   expect_any_order(h, want, NSIGS);
   for (int i = 0; i < NSIGS; i++)
     snprintf(want[i], sizeof(want[i]),
@@ -189,12 +197,7 @@ static void test_host_crash_in_load_after_swap(void **state) {
 
   start_five(h, NULL);
   swap_in_crashers(h, "load");
-  for (int i = 0; i < NSIGS; i++) {
-    fault_of(sigs[i], fault, sizeof(fault));
-    snprintf(want[i], sizeof(want[i]),
-             "%s crashed: load() of version 2.0-load-%s: %s", sigs[i],
-             sigs[i], fault);
-  }
+  crashed_lines(want, "load", "load");
   expect_any_order(h, want, NSIGS);
   for (int i = 0; i < NSIGS; i++) {
     fault_of(sigs[i], fault, sizeof(fault));
@@ -233,12 +236,7 @@ static void test_host_crash_in_migrate(void **state) {
 
   start_five(h, NULL);
   swap_in_crashers(h, "migrate");
-  for (int i = 0; i < NSIGS; i++) {
-    fault_of(sigs[i], fault, sizeof(fault));
-    snprintf(want[i], sizeof(want[i]),
-             "%s crashed: migrate() of version 2.0-migrate-%s: %s", sigs[i],
-             sigs[i], fault);
-  }
+  crashed_lines(want, "migrate", "migrate");
   expect_any_order(h, want, NSIGS);
   for (int i = 0; i < NSIGS; i++) {
     fault_of(sigs[i], fault, sizeof(fault));
@@ -278,12 +276,7 @@ static void test_host_crash_in_unload(void **state) {
                                      NULL),
                      0);
   }
-  for (int i = 0; i < NSIGS; i++) {
-    fault_of(sigs[i], fault, sizeof(fault));
-    snprintf(want[i], sizeof(want[i]),
-             "%s crashed: unload() of version 2.0-unload-%s: %s", sigs[i],
-             sigs[i], fault);
-  }
+  crashed_lines(want, "unload", "unload");
   long from = h->offset;
   expect_any_order(h, want, NSIGS);
   for (int i = 0; i < NSIGS; i++)
