@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -29,10 +30,17 @@ struct hs_sandbox_pool {
   pid_t zpid;             /* the zygote; 0 when it is not running */
   int zfd;                /* our end of its socket */
   hs_io zio;
+  struct {
+    pid_t pid;            /* 0 when the zygote has not handed one over */
+    int fd;               /* its request socket */
+    int pidfd;
+  } spare;                /* a validator waiting for our request */
+  unsigned zgen;          /* zygotes stopped so far */
   hs_sandbox *active;     /* validations under way */
   struct {
     pid_t pid;
     int status;
+    unsigned zgen;
   } exits[EXITS];         /* ring of statuses the zygote reported */
   unsigned nexits;
 };
@@ -43,15 +51,19 @@ struct hs_sandbox {
   pid_t pid;              /* the validator, once it said so */
   int pidfd;              /* to kill it without racing pid reuse */
   int rfd;                /* read end of its report pipe */
+  int sfd;                /* read end of its stage pipe (never watched) */
   hs_io io;
   hs_timer timer;         /* the timeout */
   hs_buf report;
   size_t parsed;          /* bytes of report already parsed */
+  hs_buf stages;
+  size_t stages_parsed;
   int eof;                /* the report pipe closed */
   int final;              /* "ok" or "fail" was read */
   int ok;
   int timed_out;
   int zygote_gone;        /* its zygote died: judged from the loop */
+  unsigned zgen;          /* the zygote it ran under (pool->zgen then) */
   int exited, status;     /* exit status, once the zygote told */
   char stage[16];         /* the stage last announced */
   hs_verdict v;
@@ -64,6 +76,7 @@ struct hs_sandbox {
 };
 
 static void zygote_stop(hs_sandbox_pool *pool);
+static void read_stages(hs_sandbox *sb);
 
 static void unlink_active(hs_sandbox *sb) {
   for (hs_sandbox **p = &sb->pool->active; *p; p = &(*p)->next)
@@ -81,7 +94,10 @@ static void sandbox_free(hs_sandbox *sb) {
     close(sb->pidfd);
   if (sb->rfd >= 0)
     close(sb->rfd);
+  if (sb->sfd >= 0)
+    close(sb->sfd);
   hs_buf_free(&sb->report);
+  hs_buf_free(&sb->stages);
   free(sb);
 }
 
@@ -95,6 +111,7 @@ static void judge(hs_sandbox *sb) {
   hs_verdict *v = &sb->v;
   const char *stage = sb->stage;
 
+  read_stages(sb); /* the last one names where it died */
   if (sb->final && (sb->ok || v->err.code != 0))
     return; /* the validator's own verdict */
   if (sb->timed_out) {
@@ -192,46 +209,86 @@ static void finish(hs_sandbox *sb) {
   sandbox_free(sb);
 }
 
-/* Parses complete report lines; returns 1 once the verdict is in. */
-static int parse(hs_sandbox *sb) {
-  for (;;) {
-    char *line = sb->report.data + sb->parsed;
-    char *nl = memchr(line, '\n', sb->report.len - sb->parsed);
-    if (!nl)
-      return sb->final;
-    *nl = '\0';
-    sb->parsed += (size_t)(nl - line) + 1;
+/* One line of the validator's: returns 1 if it is the verdict. */
+static int parse_line(hs_sandbox *sb, const char *line) {
+  unsigned a, b;
+  int code, off = 0;
+  char word[16];
 
-    unsigned a, b;
-    int code, off = 0;
-    char word[16];
-    if (sscanf(line, "stage %15s", word) == 1) {
-      snprintf(sb->stage, sizeof(sb->stage), "%s", word);
-    } else if (sscanf(line, "pid %u", &a) == 1 && sb->pid == 0) {
-      sb->pid = (pid_t)a;
-      sb->pidfd = (int)syscall(SYS_pidfd_open, sb->pid, 0);
-    } else if (sscanf(line, "desc %u %u %n", &a, &b, &off) == 2 && off) {
-      sb->v.state_version = a;
-      sb->v.state_size = b;
-      snprintf(sb->v.version, sizeof(sb->v.version), "%s", line + off);
-    } else if (sscanf(line, "fail %15s %d %n", word, &code, &off) == 2 &&
-               off) {
-      hs_error_set(&sb->v.err, code < 0 ? code : HS_ESANDBOX, word, "%s",
-                   line + off);
-      sb->final = 1;
-      return 1;
-    } else if (strcmp(line, "ok") == 0) {
-      sb->ok = sb->final = 1;
-      return 1;
-    }
+  if (sscanf(line, "stage %15s", word) == 1) {
+    snprintf(sb->stage, sizeof(sb->stage), "%s", word);
+  } else if (sscanf(line, "pid %u", &a) == 1 && sb->pid == 0) {
+    sb->pid = (pid_t)a;
+    sb->pidfd = (int)syscall(SYS_pidfd_open, sb->pid, 0);
+  } else if (sscanf(line, "desc %u %u %n", &a, &b, &off) == 2 && off) {
+    sb->v.state_version = a;
+    sb->v.state_size = b;
+    snprintf(sb->v.version, sizeof(sb->v.version), "%s", line + off);
+  } else if (sscanf(line, "fail %15s %d %n", word, &code, &off) == 2 &&
+             off) {
+    hs_error_set(&sb->v.err, code < 0 ? code : HS_ESANDBOX, word, "%s",
+                 line + off);
+    sb->final = 1;
+    return 1;
+  } else if (strcmp(line, "ok") == 0) {
+    sb->ok = sb->final = 1;
+    return 1;
   }
+  return 0;
+}
+
+/* Parses the complete lines of buf from *parsed on; returns 1 once the
+ * verdict is in. */
+static int parse_lines(hs_sandbox *sb, hs_buf *buf, size_t *parsed) {
+  while (*parsed < buf->len) {
+    char *line = buf->data + *parsed;
+    char *nl = memchr(line, '\n', buf->len - *parsed);
+    if (!nl)
+      break;
+    *nl = '\0';
+    *parsed += (size_t)(nl - line) + 1;
+    if (parse_line(sb, line))
+      return 1;
+  }
+  return sb->final;
+}
+
+/* Reads what fd has now into buf; returns 1 at its end. */
+static int drain(int fd, hs_buf *buf) {
+  char chunk[4096];
+  for (;;) {
+    ssize_t n = read(fd, chunk, sizeof(chunk));
+    if (n > 0) {
+      hs_buf_append(buf, chunk, (size_t)n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR)
+      continue;
+    return n == 0;
+  }
+}
+
+/* The stages (and the descriptor) the validator wrote so far. */
+static void read_stages(hs_sandbox *sb) {
+  if (sb->sfd < 0)
+    return;
+  drain(sb->sfd, &sb->stages);
+  parse_lines(sb, &sb->stages, &sb->stages_parsed);
+}
+
+/* Parses complete report lines, after the stages written before them;
+ * returns 1 once the verdict is in. */
+static int parse(hs_sandbox *sb) {
+  read_stages(sb);
+  return parse_lines(sb, &sb->report, &sb->parsed);
 }
 
 /* Looks up an exit status the zygote reported before we needed it. */
 static int known_exit(hs_sandbox *sb) {
   hs_sandbox_pool *pool = sb->pool;
   for (unsigned i = 0; i < EXITS && i < pool->nexits; i++)
-    if (sb->pid && pool->exits[i].pid == sb->pid) {
+    if (sb->pid && pool->exits[i].pid == sb->pid &&
+        pool->exits[i].zgen == sb->zgen) {
       sb->exited = 1;
       sb->status = pool->exits[i].status;
       return 1;
@@ -241,20 +298,9 @@ static int known_exit(hs_sandbox *sb) {
 
 static void on_report(hs_io *io, uint32_t events) {
   hs_sandbox *sb = io->data;
-  char chunk[4096];
   (void)events;
-  for (;;) {
-    ssize_t n = read(sb->rfd, chunk, sizeof(chunk));
-    if (n > 0) {
-      hs_buf_append(&sb->report, chunk, (size_t)n);
-      continue;
-    }
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n == 0)
-      sb->eof = 1;
-    break;
-  }
+  if (drain(sb->rfd, &sb->report))
+    sb->eof = 1;
   if (sb->ccb) {
     /* A compile: the first line is the child's pid, the rest output. */
     if (sb->pid == 0 && sb->report.data) {
@@ -271,7 +317,9 @@ static void on_report(hs_io *io, uint32_t events) {
   }
   if (sb->eof) {
     hs_loop_io_stop(&sb->io);
-    if (known_exit(sb) || sb->pid == 0 || sb->pool->zpid == 0)
+    /* No exit status comes from a zygote that is gone (even if another
+     * runs now). */
+    if (known_exit(sb) || sb->pid == 0 || sb->zgen != sb->pool->zgen)
       finish(sb);
     /* else: the zygote's "exit" message will come */
   }
@@ -301,13 +349,65 @@ static void on_timeout(hs_timer *t) {
   finish(sb);
 }
 
-/* The zygote reported a child's end, or went away. */
+/* Lets go of the spare the zygote handed over (it exits when it sees its
+ * socket's end). */
+static void drop_spare(hs_sandbox_pool *pool) {
+  if (pool->spare.fd >= 0)
+    close(pool->spare.fd);
+  if (pool->spare.pidfd >= 0)
+    close(pool->spare.pidfd);
+  pool->spare.pid = 0;
+  pool->spare.fd = pool->spare.pidfd = -1;
+}
+
+/* Receives one message of the zygote's, and the fd it carries if any.
+ * Returns its size, 0 at the end, -1 with errno set. */
+static ssize_t zygote_recv(hs_sandbox_pool *pool, char *msg, size_t cap,
+                           int *fd) {
+  union {
+    char raw[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } ctl;
+  struct iovec iov = {msg, cap};
+  struct msghdr m = {0};
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  m.msg_control = ctl.raw;
+  m.msg_controllen = sizeof(ctl.raw);
+  *fd = -1;
+  ssize_t n = recvmsg(pool->zfd, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  for (struct cmsghdr *c = n >= 0 ? CMSG_FIRSTHDR(&m) : NULL; c;
+       c = CMSG_NXTHDR(&m, c))
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+        c->cmsg_len == CMSG_LEN(sizeof(int)))
+      memcpy(fd, CMSG_DATA(c), sizeof(int));
+  return n;
+}
+
+/* The zygote handed over a spare ("spare PID" with its socket): the next
+ * validation goes straight to it. */
+static void take_spare(hs_sandbox_pool *pool, const char *msg, int fd) {
+  int pid;
+  if (sscanf(msg, "spare %d", &pid) != 1 || pid <= 0 || fd < 0) {
+    if (fd >= 0)
+      close(fd);
+    return;
+  }
+  drop_spare(pool);
+  pool->spare.pid = (pid_t)pid;
+  pool->spare.fd = fd;
+  /* Before it can be reaped: the pid cannot be someone else's yet. */
+  pool->spare.pidfd = (int)syscall(SYS_pidfd_open, pool->spare.pid, 0);
+}
+
+/* The zygote reported a child's end, handed over a spare, or went away. */
 static void on_zygote(hs_io *io, uint32_t events) {
   hs_sandbox_pool *pool = io->data;
   char msg[128];
   (void)events;
   for (;;) {
-    ssize_t n = recv(pool->zfd, msg, sizeof(msg) - 1, MSG_DONTWAIT);
+    int fd;
+    ssize_t n = zygote_recv(pool, msg, sizeof(msg) - 1, &fd);
     if (n < 0 && errno == EINTR)
       continue;
     if (n < 0 && errno == EAGAIN)
@@ -327,13 +427,22 @@ static void on_zygote(hs_io *io, uint32_t events) {
       return;
     }
     msg[n] = '\0';
+    if (strncmp(msg, "spare ", 6) == 0) {
+      take_spare(pool, msg, fd);
+      continue;
+    }
+    if (fd >= 0)
+      close(fd);
     int pid, status;
     if (sscanf(msg, "exit %d %d", &pid, &status) != 2)
       continue;
-    pool->exits[pool->nexits++ % EXITS].pid = pid;
-    pool->exits[(pool->nexits - 1) % EXITS].status = status;
+    if (pid == pool->spare.pid)
+      drop_spare(pool); /* it died waiting */
+    pool->exits[pool->nexits % EXITS].pid = pid;
+    pool->exits[pool->nexits % EXITS].status = status;
+    pool->exits[pool->nexits++ % EXITS].zgen = pool->zgen;
     for (hs_sandbox *sb = pool->active; sb; sb = sb->next)
-      if (sb->pid == pid) {
+      if (sb->pid == pid && sb->zgen == pool->zgen) {
         sb->exited = 1;
         sb->status = status;
         if (sb->eof && !sb->final)
@@ -344,8 +453,10 @@ static void on_zygote(hs_io *io, uint32_t events) {
 }
 
 static void zygote_stop(hs_sandbox_pool *pool) {
+  drop_spare(pool);
   if (pool->zpid == 0)
     return;
+  pool->zgen++;
   hs_loop_io_stop(&pool->zio);
   close(pool->zfd); /* the zygote exits when it sees the end */
   pool->zfd = -1;
@@ -415,6 +526,7 @@ int hs_sandbox_pool_open(hs_sandbox_pool **out, hs_loop *loop,
   pool->log_format = log_format;
   pool->log_level = log_level;
   pool->zfd = -1;
+  pool->spare.fd = pool->spare.pidfd = -1;
   int rc = zygote_start(pool, err);
   if (rc != 0) {
     free(pool);
@@ -454,40 +566,39 @@ static void build_request(hs_buf *b, const hs_sandbox_req *req) {
     hs_buf_puts(b, "-");
 }
 
-/* Hands one request (the child's argv, NUL-separated, and a state fd) to
- * the zygote, and watches its report. Takes over statefd. */
-static int submit(hs_sandbox **out, hs_sandbox_pool *pool, hs_sandbox *sb,
-                  int statefd, hs_buf *msg, uint32_t timeout_ms, hs_error *err) {
-  int pipefd[2] = {-1, -1}, rc;
-
-  sb->pool = pool;
-  sb->pidfd = sb->rfd = -1;
-  hs_buf_init(&sb->report);
-  hs_loop_timer_init(&sb->timer, on_timeout, sb);
-  snprintf(sb->stage, sizeof(sb->stage), "start");
-  sb->timeout_ms = timeout_ms;
-  sb->next = pool->active;
-  pool->active = sb;
-
-  if (msg->oom) {
-    rc = hs_error_set(err, HS_ENOMEM, "sandbox", "out of memory");
-    goto fail;
+/* Sends the request to the spare the zygote handed over, if there is one
+ * (a validation only: a compile's first line must be its pid). Returns 0
+ * with sb's pid and pidfd set, -1 if it must go through the zygote. */
+static int send_to_spare(hs_sandbox_pool *pool, hs_sandbox *sb,
+                         const hs_buf *msg, const int *fds) {
+  if (pool->spare.pid == 0 || sb->ccb)
+    return -1;
+  /* A zygote that died (its socket hung up) takes its spare along, maybe
+   * after our request is queued: then it is lost. The zygote's path finds
+   * out and starts another. */
+  struct pollfd p = {pool->zfd, POLLIN, 0};
+  if (poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR))) {
+    drop_spare(pool);
+    return -1;
   }
-  if (pool->zpid == 0 && (rc = zygote_start(pool, err)) != 0)
-    goto fail;
-  if (statefd < 0 || pipe2(pipefd, O_CLOEXEC | O_NONBLOCK) != 0) {
-    rc = hs_error_set(err, statefd < 0 ? statefd : -errno, "sandbox",
-                      "cannot prepare the sandbox for %s: %s", sb->file,
-                      strerror(errno));
-    goto fail;
+  if (hs_zygote_send(pool->spare.fd, msg->data, msg->len, fds,
+                     HS_ZYGOTE_FDS) != 0) {
+    drop_spare(pool); /* it died; the zygote will say so */
+    return -1;
   }
-  sb->rfd = pipefd[0];
-  /* The write end must block in the child: clear O_NONBLOCK on it (pipe2
-   * set it on both ends). */
-  fcntl(pipefd[1], F_SETFL, 0);
-  sb->start_ns = hs_now_ns();
-  int fds[2] = {statefd, pipefd[1]};
-  int sent = hs_zygote_send(pool->zfd, msg->data, msg->len, fds);
+  sb->pid = pool->spare.pid;
+  sb->pidfd = pool->spare.pidfd;
+  pool->spare.pidfd = -1;
+  drop_spare(pool);
+  return 0;
+}
+
+/* Sends the request to the zygote (starting another if it died). Returns
+ * 0, or a negative code with err filled. */
+static int send_to_zygote(hs_sandbox_pool *pool, hs_sandbox *sb,
+                          const hs_buf *msg, const int *fds, hs_error *err) {
+  int rc, sent = hs_zygote_send(pool->zfd, msg->data, msg->len, fds,
+                                HS_ZYGOTE_FDS);
   if (sent != 0 && (errno == EPIPE || errno == ECONNRESET)) {
     /* The zygote died and the loop has not heard yet: start another. */
     hs_log(HS_LOG_WARN, NULL, "warning",
@@ -503,18 +614,61 @@ static int submit(hs_sandbox **out, hs_sandbox_pool *pool, hs_sandbox *sb,
         hs_loop_timer_start(pool->loop, &o->timer, 0, 0);
       }
     if ((rc = zygote_start(pool, err)) != 0)
-      goto fail;
-    sent = hs_zygote_send(pool->zfd, msg->data, msg->len, fds);
+      return rc;
+    sent = hs_zygote_send(pool->zfd, msg->data, msg->len, fds, HS_ZYGOTE_FDS);
   }
-  if (sent != 0) {
-    rc = hs_error_set(err, HS_ESANDBOX, "sandbox",
-                      "cannot reach the validator zygote for %s: %s",
-                      sb->file, strerror(errno));
+  if (sent != 0)
+    return hs_error_set(err, HS_ESANDBOX, "sandbox",
+                        "cannot reach the validator zygote for %s: %s",
+                        sb->file, strerror(errno));
+  return 0;
+}
+
+/* Hands one request (the child's argv, NUL-separated, and a state fd) to
+ * the spare or the zygote, and watches its report. Takes over statefd. */
+static int submit(hs_sandbox **out, hs_sandbox_pool *pool, hs_sandbox *sb,
+                  int statefd, hs_buf *msg, uint32_t timeout_ms, hs_error *err) {
+  int report[2] = {-1, -1}, stages[2] = {-1, -1}, rc;
+
+  sb->pool = pool;
+  sb->pidfd = sb->rfd = sb->sfd = -1;
+  hs_buf_init(&sb->report);
+  hs_buf_init(&sb->stages);
+  hs_loop_timer_init(&sb->timer, on_timeout, sb);
+  snprintf(sb->stage, sizeof(sb->stage), "start");
+  sb->timeout_ms = timeout_ms;
+  sb->next = pool->active;
+  pool->active = sb;
+
+  if (msg->oom) {
+    rc = hs_error_set(err, HS_ENOMEM, "sandbox", "out of memory");
     goto fail;
   }
-  close(statefd);
-  close(pipefd[1]);
-  statefd = pipefd[1] = -1;
+  if (pool->zpid == 0 && (rc = zygote_start(pool, err)) != 0)
+    goto fail;
+  if (statefd >= 0 && pipe2(report, O_CLOEXEC | O_NONBLOCK) == 0) {
+    sb->rfd = report[0];
+    if (pipe2(stages, O_CLOEXEC | O_NONBLOCK) == 0)
+      sb->sfd = stages[0];
+  }
+  if (sb->sfd < 0) {
+    rc = hs_error_set(err, statefd < 0 ? statefd : -errno, "sandbox",
+                      "cannot prepare the sandbox for %s: %s", sb->file,
+                      strerror(statefd < 0 ? -statefd : errno));
+    goto fail;
+  }
+  /* The report's write end must block in the child: clear O_NONBLOCK on
+   * it (pipe2 set it on both ends). The stages' stays non-blocking. */
+  fcntl(report[1], F_SETFL, 0);
+  sb->start_ns = hs_now_ns();
+  int fds[HS_ZYGOTE_FDS] = {statefd, report[1], stages[1]};
+  if (send_to_spare(pool, sb, msg, fds) != 0 &&
+      (rc = send_to_zygote(pool, sb, msg, fds, err)) != 0)
+    goto fail;
+  sb->zgen = pool->zgen;
+  for (int i = 0; i < HS_ZYGOTE_FDS; i++)
+    close(fds[i]);
+  statefd = report[1] = stages[1] = -1;
   rc = hs_loop_io_start(pool->loop, &sb->io, sb->rfd, EPOLLIN, on_report, sb);
   if (rc == 0)
     rc = hs_loop_timer_start(pool->loop, &sb->timer,
@@ -532,8 +686,10 @@ fail:
   hs_buf_free(msg);
   if (statefd >= 0)
     close(statefd);
-  if (pipefd[1] >= 0)
-    close(pipefd[1]);
+  if (report[1] >= 0)
+    close(report[1]);
+  if (stages[1] >= 0)
+    close(stages[1]);
   sandbox_free(sb);
   return rc;
 }

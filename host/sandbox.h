@@ -5,17 +5,19 @@
  * The host never forks itself (a fork of a host with a large heap blocks
  * it and then pays copy-on-write faults). At start it spawns a small
  * process of its own image, the zygote (zygote.c), which keeps one forked
- * spare validator waiting. A validation hands the spare only a memfd with
- * the plugin's state bytes and a pipe for its report. The validator sets
+ * spare validator waiting and hands it to the host. A validation sends the
+ * spare only a memfd with the plugin's state bytes and two pipes: one for
+ * its verdict, one for its stages. The host watches only the first: it is
+ * woken once per validation, not at each stage. The validator sets
  * its own limits (CPU time, address space, no core, death with its
  * parent), then: open (RTLD_NOW), entry, abi, migrate (when the state
  * layout differs), load, pointers (the state must not point into the
  * version being replaced), selftest, unload (which must leave no thread
- * of the plugin running); it announces each stage before
- * it starts, then gives its verdict. The host acts on the verdict as soon
- * as it is read; a validator that dies without one is judged by the exit
- * status the zygote reports (signal name and stage); one that overruns the
- * timeout is killed.
+ * of the plugin running); it writes each stage to the stage pipe before it
+ * starts, then gives its verdict. The host acts on the verdict as soon as
+ * it is read; a validator that dies without one is judged by the exit
+ * status the zygote reports and the last stage it wrote (signal name and
+ * stage); one that overruns the timeout is killed.
  */
 #ifndef HS_SANDBOX_H
 #define HS_SANDBOX_H
@@ -119,16 +121,22 @@ int hs_sandbox_compile(hs_sandbox **out, hs_sandbox_pool *pool,
 void hs_sandbox_cancel(hs_sandbox *sb);
 
 /* The validator's main: argv as hs_sandbox_start builds it (argv[1] is
- * HS_SANDBOX_ARG), state on fd 3, report on fd 4. Returns the exit
- * status. */
+ * HS_SANDBOX_ARG), state on fd 3, verdict on fd 4, stages on fd 5.
+ * Returns the exit status. */
 int hs_sandbox_child_main(int argc, char **argv);
 
 /* The zygote's main (argv[1] is HS_ZYGOTE_ARG, the host's socket on fd 3).
  * Never returns while the host lives. */
 int hs_zygote_main(int argc, char **argv);
 
-/* Sends buf with two fds over a SOCK_SEQPACKET socket. Returns 0 or -1. */
-int hs_zygote_send(int fd, const char *buf, size_t len, const int fds[2]);
+/* A request carries three fds: the state memfd, the report pipe (the
+ * verdict, or a compile's output) and the stage pipe (see hs_sandbox_start). */
+#define HS_ZYGOTE_FDS 3
+
+/* Sends buf with nfds (1 to HS_ZYGOTE_FDS) fds over a SOCK_SEQPACKET
+ * socket. Returns 0 or -1 with errno set. */
+int hs_zygote_send(int fd, const char *buf, size_t len, const int *fds,
+                   int nfds);
 
 #define HS_SANDBOX_ARG "__sandbox"
 #define HS_ZYGOTE_ARG "__zygote"

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <sched.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -27,7 +28,8 @@
 #include "threads.h"
 
 #define STATE_FD 3
-#define REPORT_FD 4
+#define REPORT_FD 4 /* the verdict: the host waits on it */
+#define STAGE_FD 5  /* stages and the descriptor: read when the verdict is */
 
 /* AddressSanitizer reserves terabytes of address space: RLIMIT_AS would
  * stop it before the plugin runs. */
@@ -39,10 +41,10 @@
 #endif
 #endif
 
-static void report(const char *fmt, ...) HS_PRINTF_(1, 2);
+static void report(int fd, const char *fmt, ...) HS_PRINTF_(2, 3);
 
-/* One line to the parent, newlines inside folded to spaces. */
-static void report(const char *fmt, ...) {
+/* One line to the host, newlines inside folded to spaces. */
+static void report(int fd, const char *fmt, ...) {
   char line[700];
   va_list ap;
   va_start(ap, fmt);
@@ -57,7 +59,7 @@ static void report(const char *fmt, ...) {
       line[i] = ' ';
   line[n++] = '\n';
   for (const char *p = line; n > 0;) {
-    ssize_t w = write(REPORT_FD, p, (size_t)n);
+    ssize_t w = write(fd, p, (size_t)n);
     if (w < 0 && errno == EINTR)
       continue;
     if (w <= 0)
@@ -67,8 +69,21 @@ static void report(const char *fmt, ...) {
   }
 }
 
+/* The stage about to start: to the stage pipe, which wakes nobody (the
+ * host reads it with the verdict, or after a crash to name the stage). */
+#define stage(name) report(STAGE_FD, "stage %s", name)
+
+/* Before the verdict: from now on the host, woken by it, runs first on
+ * this CPU, and this process's exit (unmapping all it has) waits. */
+static void step_aside(void) {
+  struct sched_param p = {0};
+  sched_setscheduler(0, SCHED_IDLE, &p);
+}
+
 static int fail(const hs_error *e) {
-  report("fail %s %d %s", e->stage[0] ? e->stage : "sandbox", e->code, e->msg);
+  step_aside();
+  report(REPORT_FD, "fail %s %d %s", e->stage[0] ? e->stage : "sandbox",
+         e->code, e->msg);
   return 1;
 }
 
@@ -161,9 +176,11 @@ int hs_sandbox_child_main(int argc, char **argv) {
     _exit(fail(&err));
   }
   close(STATE_FD);
+  /* A full stage pipe (a plugin writing to fd 5) must not block. */
+  fcntl(STAGE_FD, F_SETFL, O_NONBLOCK);
 
   /* Each stage is announced first, so that a crash is pinned on it. */
-  report("stage open");
+  stage("open");
   void *handle = hs_dl_open(path, &err);
   if (!handle) {
     /* hs_dl_open names the cache copy; say which plugin it is. */
@@ -171,7 +188,7 @@ int hs_sandbox_child_main(int argc, char **argv) {
     hs_error_set(&e2, err.code, "open", "cannot load %s: %s", file, err.msg);
     _exit(fail(&e2));
   }
-  report("stage entry");
+  stage("entry");
   hs_entry_fn *entry = (hs_entry_fn *)hs_dl_sym(handle, HS_ENTRY_SYMBOL, file,
                                                 HS_ENOENTRY, "entry", &err);
   if (!entry)
@@ -182,10 +199,10 @@ int hs_sandbox_child_main(int argc, char **argv) {
                  HS_ENTRY_SYMBOL, file);
     _exit(fail(&err));
   }
-  report("stage abi");
+  stage("abi");
   if (hs_loader_check(desc, file, &err) != 0)
     _exit(fail(&err));
-  report("desc %" PRIu32 " %" PRIu32 " %s", desc->state_version,
+  report(STAGE_FD, "desc %" PRIu32 " %" PRIu32 " %s", desc->state_version,
          desc->state_size, desc->version);
 
   hs_api_ctx_init(&ctx, name, dir, NULL, 1);
@@ -193,7 +210,7 @@ int hs_sandbox_child_main(int argc, char **argv) {
   char conf[PATH_MAX];
   snprintf(conf, sizeof(conf), "%s/%s.conf", dir, name);
   hs_config_load(&ctx.config, AT_FDCWD, conf); /* load() may read it */
-  report("stage migrate");
+  stage("migrate");
   if (has_state) {
     rc = hs_state_migrate(&live, desc, &ctx, allow_reset, file, &st, NULL,
                           &err);
@@ -207,7 +224,7 @@ int hs_sandbox_child_main(int argc, char **argv) {
   }
   ctx.state = st.data;
 
-  report("stage load");
+  stage("load");
   rc = desc->load(&ctx, st.data, reason);
   if (rc != 0) {
     hs_error_set(&err, rc < 0 ? rc : HS_ELOAD, "load",
@@ -216,12 +233,12 @@ int hs_sandbox_child_main(int argc, char **argv) {
     _exit(fail(&err));
   }
   if (old_map.n > 0) {
-    report("stage pointers");
+    stage("pointers");
     if (check_pointers(&old_map, &st, file, old_version, &err) != 0)
       _exit(fail(&err));
   }
   if (desc->selftest) {
-    report("stage selftest");
+    stage("selftest");
     rc = desc->selftest(&ctx, st.data);
     if (rc != 0) {
       hs_error_set(&err, rc < 0 ? rc : HS_ESELFTEST, "selftest",
@@ -230,10 +247,11 @@ int hs_sandbox_child_main(int argc, char **argv) {
       _exit(fail(&err));
     }
   }
-  report("stage unload");
+  stage("unload");
   desc->unload(&ctx, st.data, HS_UNLOAD_RELOAD);
   if (check_threads(file, &err) != 0)
     _exit(fail(&err));
-  report("ok");
+  step_aside();
+  report(REPORT_FD, "ok");
   _exit(0);
 }

@@ -5,11 +5,19 @@
  * host ~3.5 ms and the new image needs ~15 ms to reach main on these
  * machines; a fork of this small process ~1 ms, done ahead of time).
  *
- * Host -> zygote (fd 3, SOCK_SEQPACKET): one message per validation, the
- * validator's argv joined by NULs, with two fds: the state memfd and the
- * write end of the report pipe. The zygote passes it to its spare, forks
- * the next spare, and reports every child it reaps as "exit PID STATUS".
- * It exits when the host's end closes, and dies with the host.
+ * The spare is the host's: the zygote forks it and sends the host its pid
+ * and its end of the spare's request socket ("spare PID", one fd), so that
+ * a validation goes from the host straight to the spare, with no hop
+ * through the zygote on the way. The next spare is forked once the last
+ * one has ended and things are quiet.
+ *
+ * Host -> zygote (fd 3, SOCK_SEQPACKET): a request for which the host had
+ * no spare (or a compile): the validator's argv joined by NULs, with three
+ * fds: the state memfd, the write end of the report pipe and that of the
+ * stage pipe. The zygote forks a child for it on the spot; such a child
+ * tells its pid on the report pipe first ("pid PID"). The zygote reports
+ * every child it reaps as "exit PID STATUS". It exits when the host's end
+ * closes, and dies with the host.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -38,11 +46,13 @@ typedef struct spare {
   int fd;    /* our end of its request socket */
 } spare;
 
-/* Receives one request: payload into buf, up to two fds into fds. Returns
- * the payload size, 0 at end of file, -1 on error. */
-static ssize_t recv_req(int fd, char *buf, size_t cap, int fds[2]) {
+/* Receives one request: payload into buf, up to HS_ZYGOTE_FDS fds into
+ * fds (-1 for those missing). Returns the payload size, 0 at end of file,
+ * -1 on error. */
+static ssize_t recv_req(int fd, char *buf, size_t cap,
+                        int fds[HS_ZYGOTE_FDS]) {
   union {
-    char raw[CMSG_SPACE(2 * sizeof(int))];
+    char raw[CMSG_SPACE(HS_ZYGOTE_FDS * sizeof(int))];
     struct cmsghdr align;
   } ctl;
   struct iovec iov = {buf, cap};
@@ -51,7 +61,8 @@ static ssize_t recv_req(int fd, char *buf, size_t cap, int fds[2]) {
   msg.msg_iovlen = 1;
   msg.msg_control = ctl.raw;
   msg.msg_controllen = sizeof(ctl.raw);
-  fds[0] = fds[1] = -1;
+  for (int i = 0; i < HS_ZYGOTE_FDS; i++)
+    fds[i] = -1;
   ssize_t n;
   do
     n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
@@ -59,15 +70,17 @@ static ssize_t recv_req(int fd, char *buf, size_t cap, int fds[2]) {
   for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
     if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
       size_t nfd = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      memcpy(fds, CMSG_DATA(c), (nfd < 2 ? nfd : 2) * sizeof(int));
+      memcpy(fds, CMSG_DATA(c),
+             (nfd < HS_ZYGOTE_FDS ? nfd : HS_ZYGOTE_FDS) * sizeof(int));
     }
   return n;
 }
 
-/* Sends a request with its two fds. Returns 0 or -1. */
-int hs_zygote_send(int fd, const char *buf, size_t len, const int fds[2]) {
+/* Sends a message with nfds fds. Returns 0 or -1. */
+int hs_zygote_send(int fd, const char *buf, size_t len, const int *fds,
+                   int nfds) {
   union {
-    char raw[CMSG_SPACE(2 * sizeof(int))];
+    char raw[CMSG_SPACE(HS_ZYGOTE_FDS * sizeof(int))];
     struct cmsghdr align;
   } ctl;
   struct iovec iov = {(void *)buf, len};
@@ -75,13 +88,17 @@ int hs_zygote_send(int fd, const char *buf, size_t len, const int fds[2]) {
   memset(&ctl, 0, sizeof(ctl));
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
+  if (nfds < 1 || nfds > HS_ZYGOTE_FDS) {
+    errno = EINVAL;
+    return -1;
+  }
   msg.msg_control = ctl.raw;
-  msg.msg_controllen = sizeof(ctl.raw);
+  msg.msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int));
   struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
   c->cmsg_level = SOL_SOCKET;
   c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(2 * sizeof(int));
-  memcpy(CMSG_DATA(c), fds, 2 * sizeof(int));
+  c->cmsg_len = CMSG_LEN((size_t)nfds * sizeof(int));
+  memcpy(CMSG_DATA(c), fds, (size_t)nfds * sizeof(int));
   ssize_t n;
   do
     n = sendmsg(fd, &msg, MSG_NOSIGNAL);
@@ -150,8 +167,7 @@ static void compile_exec(char **argv) {
     setrlimit(RLIMIT_AS, &m); /* the compiler is never sanitized */
   if (chdir(argv[2]) != 0 || dup2(4, 1) < 0 || dup2(4, 2) < 0)
     _exit(126);
-  close(3);
-  close(4);
+  close_range(3, 5, 0); /* the state, the report (now 1 and 2), stages */
   pid_t pid = fork();
   if (pid < 0)
     _exit(126);
@@ -176,11 +192,13 @@ static void compile_exec(char **argv) {
   _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 126);
 }
 
-/* The spare's life: wait for one request, become its validator. */
-static void spare_main(int fd, pid_t zygote) {
+/* The spare's life: wait for one request, become its validator (or a
+ * compile's supervisor). One forked for a request the zygote got (announce)
+ * tells its pid first: the host knows the pids of the spares it holds. */
+static void spare_main(int fd, pid_t zygote, int announce) {
   static char buf[16384];
   char *argv[MAX_ARGS + 1];
-  int fds[2], argc = 0;
+  int fds[HS_ZYGOTE_FDS], argc = 0;
   sigset_t none;
 
   sigemptyset(&none);
@@ -188,95 +206,117 @@ static void spare_main(int fd, pid_t zygote) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != zygote)
     _exit(3);
-  warm_up();
+  if (!announce)
+    warm_up(); /* it waits: there is time */
   ssize_t n = recv_req(fd, buf, sizeof(buf) - 1, fds);
-  if (n <= 0 || fds[0] < 0 || fds[1] < 0)
-    _exit(0); /* the zygote is going away */
+  if (n <= 0 || fds[0] < 0 || fds[1] < 0 || fds[2] < 0)
+    _exit(0); /* the zygote or the host is going away */
   buf[n] = '\0';
   for (char *p = buf; p < buf + n && argc < MAX_ARGS; p += strlen(p) + 1)
     argv[argc++] = p;
   argv[argc] = NULL;
 
-  /* fd 3: the state; fd 4: the report; nothing else beyond stdio. */
-  int state = fcntl(fds[0], F_DUPFD, 10), report = fcntl(fds[1], F_DUPFD, 10);
-  if (state < 0 || report < 0 || dup2(state, 3) < 0 || dup2(report, 4) < 0)
-    _exit(4);
-  close_range(5, ~0u, 0);
+  /* fd 3: the state; fd 4: the report; fd 5: the stages; nothing else
+   * beyond stdio. */
+  int moved[HS_ZYGOTE_FDS];
+  for (int i = 0; i < HS_ZYGOTE_FDS; i++)
+    if ((moved[i] = fcntl(fds[i], F_DUPFD, 10)) < 0)
+      _exit(4);
+  for (int i = 0; i < HS_ZYGOTE_FDS; i++)
+    if (dup2(moved[i], 3 + i) < 0)
+      _exit(4);
+  close_range(3 + HS_ZYGOTE_FDS, ~0u, 0);
   int compile = argc > 5 && strcmp(argv[1], HS_COMPILE_ARG) == 0;
   if (compile)
     setpgid(0, 0); /* a timeout kills the compiler and all it started */
-  char line[32];
-  int len = snprintf(line, sizeof(line), "pid %d\n", (int)getpid());
-  if (write(4, line, (size_t)len) != len)
-    _exit(4);
+  if (announce) {
+    char line[32];
+    int len = snprintf(line, sizeof(line), "pid %d\n", (int)getpid());
+    if (write(4, line, (size_t)len) != len)
+      _exit(4);
+  }
   if (compile)
     compile_exec(argv);
   _exit(hs_sandbox_child_main(argc, argv));
 }
 
-static spare fork_spare(int sigfd) {
-  spare s = {0, -1};
+/* Forks a child waiting for one request on the returned socket (its pid in
+ * *pid), or returns -1. */
+static int fork_spare(int sigfd, int announce, pid_t *pid) {
   int sv[2];
   pid_t me = getpid();
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
-    return s;
-  pid_t pid = fork();
-  if (pid == 0) {
+    return -1;
+  *pid = fork();
+  if (*pid == 0) {
     close(sv[0]);
     close(HOST_FD);
     close(sigfd);
-    spare_main(sv[1], me);
+    spare_main(sv[1], me, announce);
   }
   close(sv[1]);
-  if (pid < 0) {
+  if (*pid < 0) {
     close(sv[0]);
-    return s;
+    return -1;
   }
-  s.pid = pid;
-  s.fd = sv[0];
-  return s;
+  return sv[0];
 }
 
-/* Tells the host which children ended, and how. */
-static void reap(int sigfd, spare *sp) {
+/* Forks the host's next spare and hands it over ("spare PID" and its
+ * socket). Returns its pid, or 0 if there is none (tried again later). */
+static pid_t give_spare(int sigfd) {
+  pid_t pid;
+  int fd = fork_spare(sigfd, 0, &pid);
+  if (fd < 0)
+    return 0;
+  char msg[32];
+  int n = snprintf(msg, sizeof(msg), "spare %d", (int)pid);
+  int rc = hs_zygote_send(HOST_FD, msg, (size_t)n, &fd, 1);
+  close(fd); /* the host has it now; without it the spare sees the end */
+  if (rc != 0) {
+    kill(pid, SIGKILL);
+    return 0;
+  }
+  return pid;
+}
+
+/* Tells the host which children ended, and how; returns 1 if the host's
+ * spare (given) was one of them. */
+static int reap(int sigfd, pid_t given) {
   struct signalfd_siginfo si;
+  int gone = 0;
   while (read(sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
   }
   for (;;) {
     int status;
     pid_t pid = waitpid(-1, &status, WNOHANG);
     if (pid <= 0)
-      return;
-    if (pid == sp->pid) {
-      close(sp->fd);
-      sp->pid = 0;
-      sp->fd = -1;
-    }
+      return gone;
+    if (pid == given)
+      gone = 1;
     char msg[64];
     int n = snprintf(msg, sizeof(msg), "exit %d %d", (int)pid, status);
     if (send(HOST_FD, msg, (size_t)n, MSG_NOSIGNAL) < 0 && errno == EPIPE)
-      return;
+      return gone;
   }
 }
 
-/* Hands one request from the host to the spare, then makes a new spare. */
-static void dispatch(int sigfd, spare *sp) {
+/* A request the host sent here (it had no spare at hand, or a compile):
+ * a child forked for it on the spot. */
+static void dispatch(int sigfd) {
   static char buf[16384];
-  int fds[2];
+  int fds[HS_ZYGOTE_FDS];
   ssize_t n = recv_req(HOST_FD, buf, sizeof(buf), fds);
-  if (n == 0 || (n < 0 && errno != EAGAIN)) {
-    if (sp->pid > 0)
-      kill(sp->pid, SIGKILL);
-    _exit(0); /* the host closed its end */
-  }
+  if (n == 0 || (n < 0 && errno != EAGAIN))
+    _exit(0); /* the host closed its end; the children die with us */
   if (n < 0)
     return;
-  if (fds[0] < 0 || fds[1] < 0) {
+  if (fds[0] < 0 || fds[1] < 0 || fds[2] < 0) {
     hs_log(HS_LOG_ERROR, NULL, "error", "zygote: a request without fds");
   } else {
-    if (sp->pid == 0)
-      *sp = fork_spare(sigfd);
-    if (sp->pid == 0 || hs_zygote_send(sp->fd, buf, (size_t)n, fds) != 0) {
+    pid_t pid;
+    int fd = fork_spare(sigfd, 1, &pid);
+    if (fd < 0 || hs_zygote_send(fd, buf, (size_t)n, fds, HS_ZYGOTE_FDS)) {
       char line[200];
       int len = snprintf(line, sizeof(line),
                          "fail sandbox %d the zygote cannot start a "
@@ -285,18 +325,15 @@ static void dispatch(int sigfd, spare *sp) {
       if (write(fds[1], line, (size_t)len) < 0) {
         /* the host gave up on it already */
       }
-    } else {
-      close(sp->fd);
-      sp->pid = 0;
-      sp->fd = -1;
+      if (fd >= 0)
+        kill(pid, SIGKILL);
     }
+    if (fd >= 0)
+      close(fd);
   }
-  if (fds[0] >= 0)
-    close(fds[0]);
-  if (fds[1] >= 0)
-    close(fds[1]);
-  /* The next spare is forked once things are quiet (see the main loop):
-   * forking now would compete with the validator just handed the work. */
+  for (int i = 0; i < HS_ZYGOTE_FDS; i++)
+    if (fds[i] >= 0)
+      close(fds[i]);
 }
 
 int hs_zygote_main(int argc, char **argv) {
@@ -317,23 +354,24 @@ int hs_zygote_main(int argc, char **argv) {
   int sigfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
   if (sigfd < 0)
     _exit(5);
-  spare sp = fork_spare(sigfd);
+  /* The host's spare: its pid, or 0 when it has none (one is forked
+   * after 20 ms of quiet: not while a validation competes for the CPU). */
+  pid_t given = give_spare(sigfd);
   for (;;) {
     struct pollfd p[2] = {{HOST_FD, POLLIN, 0}, {sigfd, POLLIN, 0}};
-    /* Without a spare, make one after 20 ms of quiet; with one, sleep. */
-    int n = poll(p, 2, sp.pid ? -1 : 20);
+    int n = poll(p, 2, given ? -1 : 20);
     if (n < 0) {
       if (errno == EINTR)
         continue;
       _exit(6);
     }
     if (n == 0) {
-      sp = fork_spare(sigfd);
+      given = give_spare(sigfd);
       continue;
     }
-    if (p[1].revents)
-      reap(sigfd, &sp);
+    if (p[1].revents && reap(sigfd, given))
+      given = 0;
     if (p[0].revents)
-      dispatch(sigfd, &sp);
+      dispatch(sigfd);
   }
 }

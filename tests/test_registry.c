@@ -283,7 +283,8 @@ static int run_until(env *e, int (*cond)(env *, const void *),
 }
 
 /* The slot's candidate is in the sandbox (its copy into the cache runs on
- * a thread first). */
+ * a thread first). The loop checks every millisecond: a whole validation
+ * can be shorter, so the tests that wait for it use counter_v1b_slow. */
 static int validating(env *e, const void *slot) {
   (void)e;
   return ((const hs_slot *)slot)->sb != NULL;
@@ -627,7 +628,7 @@ static void test_registry_change_during_validation_ends_with_newest(
   env *e = *state;
   hs_slot *s = start_v1(e);
 
-  put(e, "counter_v1b", "counter.so");
+  put(e, "counter_v1b_slow", "counter.so");
   mark(e);
   hs_registry_changed(&e->reg, "counter.so");
   run_until_validating(e, s);
@@ -651,7 +652,7 @@ static void test_registry_removed_during_validation(void **state) {
   env *e = *state;
   hs_slot *s = start_v1(e);
 
-  put(e, "counter_v1b", "counter.so");
+  put(e, "counter_v1b_slow", "counter.so");
   hs_registry_changed(&e->reg, "counter.so");
   run_until_validating(e, s);
   rm(e, "counter.so");
