@@ -130,6 +130,7 @@ static void slot_free(hs_registry *reg, hs_slot *slot, const char *end) {
   hs_threads_free(&slot->threads);
   hs_threads_free(&slot->born);
   hs_build_free(&slot->build, reg->cache);
+  free(slot->map_path);
   free(slot->name);
   free(slot->file);
   free(slot);
@@ -241,6 +242,7 @@ static void swap_opened(hs_slot *slot, hs_open_job *job) {
   }
   slot->last.swapped_ns = hs_now_ns() - slot->detect_ns;
   slot->last.pause_ns = pause;
+
   if (slot->source)
     slot->build_key = slot->cand_key;
   slot->loaded_at = (int64_t)time(NULL);
@@ -265,6 +267,13 @@ static void swap_opened(hs_slot *slot, hs_open_job *job) {
          slot->version, slot->state.version, slot->state.size,
          slot->generation, slot->file, ms(slot->last.swapped_ns),
          ms(slot->last.validated_ns), (double)pause / 1e3);
+  /* The ranges of the new version, for the validation of the next one:
+   * found now, after the swap, not when that one waits for them. */
+  free(slot->map_path);
+  slot->map_path = NULL;
+  if (slot->copy.path &&
+      hs_imagemap_of(&slot->map, slot->img.handle, slot->copy.path) == 0)
+    slot->map_path = strdup(slot->copy.path);
   slot_done(slot, &err);
 }
 
@@ -396,10 +405,16 @@ static void start_validation(hs_slot *slot) {
       .log_format = reg->opts.log_format,
       .log_level = reg->opts.log_level,
   };
-  /* The validator looks for pointers into the live version in the state. */
+  /* The validator looks for pointers into the live version in the state:
+   * its ranges as found after its swap, unless another copy went live
+   * since (a rollback, an upgrade). */
   hs_imagemap old;
-  if (slot->loaded &&
-      hs_imagemap_of(&old, slot->img.handle, slot->copy.path) == 0) {
+  if (slot->loaded && slot->map_path && slot->copy.path &&
+      strcmp(slot->map_path, slot->copy.path) == 0) {
+    req.old_map = &slot->map;
+    req.old_version = slot->version;
+  } else if (slot->loaded &&
+             hs_imagemap_of(&old, slot->img.handle, slot->copy.path) == 0) {
     req.old_map = &old;
     req.old_version = slot->version;
   }

@@ -56,6 +56,8 @@ struct hs_slot {
   int detached;            /* unloaded for a host upgrade (hs_swap_detach) */
   hs_image img;            /* its image */
   hs_cache_file copy;      /* its cache copy */
+  hs_imagemap map;         /* its ranges, for the validator's pointer scan */
+  char *map_path;          /* owned: the copy map describes, or NULL */
   char version[128];       /* its version string */
   uint32_t generation;     /* versions loaded so far (1 after first load) */
   uint32_t reloads;        /* successful reloads (generation - 1, or more

@@ -62,6 +62,25 @@ static void put_fixture(int dirfd, const char *name, const char *fixture) {
   free(p);
 }
 
+/* A fixture with pad zero bytes after it (past the section headers: still
+ * a valid object), to exceed what the cache reads into memory. */
+static void put_padded(int dirfd, const char *name, const char *fixture,
+                       size_t pad) {
+  char path[512];
+  size_t size;
+  unsigned char *p;
+
+  snprintf(path, sizeof(path), "%s/%s", FIXTURES, fixture);
+  p = slurp(path, &size);
+  p = realloc(p, size + pad);
+  assert_non_null(p);
+  memset(p + size, 0, pad);
+  put_file(dirfd, name, p, size + pad);
+  free(p);
+}
+
+#define BIG_PAD (5u << 20) /* over the 4 MiB the cache reads into memory */
+
 /* Entries of a directory other than . and .., or -1 if it is gone. */
 static int count_entries(const char *dir) {
   DIR *d = opendir(dir);
@@ -180,6 +199,28 @@ static void test_cache_add_copies_file(void **state) {
   hs_cache_file_free(&cf);
   assert_null(cf.path);
   assert_int_equal(count_entries(f->cache.dir), 1); /* free keeps the file */
+}
+
+/* A file too large to read into memory is copied in the kernel and
+ * mapped to be inspected: same bytes, same hash. */
+static void test_cache_add_copies_large_file(void **state) {
+  fx *f = *state;
+  hs_cache_file cf;
+  hs_error err;
+  char src[512];
+  size_t size;
+  unsigned char *p;
+
+  put_padded(f->srcfd, "big.so", "counter_v1.so", BIG_PAD);
+  assert_int_equal(hs_cache_add(&f->cache, f->srcfd, "big.so", &cf, &err), 0);
+  snprintf(src, sizeof(src), "%s/big.so", f->src);
+  assert_same_bytes(src, cf.path);
+  p = slurp(src, &size);
+  assert_true(size > BIG_PAD);
+  assert_int_equal(cf.size, size);
+  assert_int_equal(cf.hash, hs_hash(p, size));
+  free(p);
+  hs_cache_remove(&f->cache, &cf);
 }
 
 static void test_cache_hash_equal_for_equal_content(void **state) {
@@ -329,6 +370,12 @@ static void test_cache_copies_across_file_systems(void **state) {
   snprintf(src, sizeof(src), "%s/counter.so", dir);
   assert_same_bytes(src, cf.path);
   hs_cache_remove(&f->cache, &cf);
+  /* A large one goes through copy_file_range, which cannot cross. */
+  put_padded(dirfd, "big.so", "counter_v1.so", BIG_PAD);
+  assert_int_equal(hs_cache_add(&f->cache, dirfd, "big.so", &cf, &err), 0);
+  snprintf(src, sizeof(src), "%s/big.so", dir);
+  assert_same_bytes(src, cf.path);
+  hs_cache_remove(&f->cache, &cf);
   close(dirfd);
   remove_tree(dir);
 }
@@ -462,6 +509,7 @@ int main(void) {
       T(test_cache_init_makes_private_dir),
       cmocka_unit_test(test_cache_init_fails_without_parent),
       T(test_cache_add_copies_file),
+      T(test_cache_add_copies_large_file),
       T(test_cache_hash_equal_for_equal_content),
       T(test_cache_hash_differs_for_different_content),
       cmocka_unit_test(test_cache_hash_sees_every_byte),
