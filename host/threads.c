@@ -3,9 +3,11 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "err.h"
 
@@ -14,34 +16,56 @@ static int by_tid(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
+/* Adds tid to t. Returns 0 or HS_ENOMEM. */
+static int add(hs_threads *t, size_t *cap, pid_t tid) {
+  if (t->n == *cap) {
+    size_t nc = *cap ? *cap * 2 : 16;
+    pid_t *p = realloc(t->tids, nc * sizeof(*p));
+    if (!p)
+      return HS_ENOMEM;
+    t->tids = p;
+    *cap = nc;
+  }
+  t->tids[t->n++] = tid;
+  return 0;
+}
+
+/*
+ * One getdents64 call reads the whole directory whenever what it returns
+ * leaves room for another entry: it stops only at the end or at an entry
+ * that does not fit. So a snapshot costs three system calls (open, one
+ * read, close), not opendir's five; it runs around every live load(),
+ * inside the swap pause, where each one counts.
+ */
 int hs_threads_snapshot(hs_threads *t) {
-  DIR *d = opendir("/proc/self/task");
-  struct dirent *e;
+  /* About 300 threads' entries; more take more calls. */
+  char buf[8192] __attribute__((aligned(8)));
   size_t cap = 0;
-  int rc = 0;
+  int rc = 0, fd;
+  ssize_t n;
 
   t->tids = NULL;
   t->n = 0;
-  if (!d)
+  fd = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0)
     return -errno;
-  while ((e = readdir(d)) != NULL) {
-    char *end;
-    long tid = strtol(e->d_name, &end, 10);
-    if (e->d_name[0] < '0' || e->d_name[0] > '9' || *end != '\0')
-      continue;
-    if (t->n == cap) {
-      size_t nc = cap ? cap * 2 : 16;
-      pid_t *p = realloc(t->tids, nc * sizeof(*p));
-      if (!p) {
-        rc = HS_ENOMEM;
-        break;
-      }
-      t->tids = p;
-      cap = nc;
+  do {
+    n = getdents64(fd, buf, sizeof(buf));
+    if (n < 0) {
+      rc = -errno;
+      break;
     }
-    t->tids[t->n++] = (pid_t)tid;
-  }
-  closedir(d);
+    for (ssize_t off = 0; off < n && rc == 0;) {
+      const struct dirent64 *e = (const struct dirent64 *)(buf + off);
+      char *end;
+      long tid = strtol(e->d_name, &end, 10);
+      off += e->d_reclen;
+      if (e->d_name[0] >= '0' && e->d_name[0] <= '9' && *end == '\0')
+        rc = add(t, &cap, (pid_t)tid);
+    }
+  } while (rc == 0 && n > 0 &&
+           (size_t)n + sizeof(struct dirent64) + 256 > sizeof(buf));
+  close(fd);
   if (rc != 0) {
     hs_threads_free(t);
     return rc;

@@ -145,12 +145,37 @@ static void test_threads_format_cuts_at_max(void **state) {
   assert_string_equal(hs_threads_format(&t, 8, buf, 6), "101, ");
 }
 
+/* More threads than one read of the directory holds (about 300): the
+ * snapshot reads on, and misses none. */
+static void test_threads_snapshot_sees_hundreds(void **state) {
+  enum { N = 400 };
+  sleeper *s = calloc(N, sizeof(*s));
+  hs_threads before, after;
+  (void)state;
+
+  assert_non_null(s);
+  assert_int_equal(hs_threads_snapshot(&before), 0);
+  for (int i = 0; i < N; i++)
+    sleeper_start(&s[i]);
+  assert_int_equal(hs_threads_snapshot(&after), 0);
+  assert_int_equal(after.n, before.n + N);
+  for (int i = 0; i < N; i++)
+    assert_true(hs_threads_has(&after, s[i].tid));
+  assert_int_equal(hs_threads_count(), (int)(before.n + N));
+  for (int i = 0; i < N; i++)
+    sleeper_stop(&s[i]);
+  hs_threads_free(&before);
+  hs_threads_free(&after);
+  free(s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_threads_snapshot_holds_this_thread),
       cmocka_unit_test(test_threads_since_sees_a_new_thread_until_joined),
       cmocka_unit_test(test_threads_remove_leaves_the_others),
       cmocka_unit_test(test_threads_format_cuts_at_max),
+      cmocka_unit_test(test_threads_snapshot_sees_hundreds),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
