@@ -360,30 +360,6 @@ static void drop_spare(hs_sandbox_pool *pool) {
   pool->spare.fd = pool->spare.pidfd = -1;
 }
 
-/* Receives one message of the zygote's, and the fd it carries if any.
- * Returns its size, 0 at the end, -1 with errno set. */
-static ssize_t zygote_recv(hs_sandbox_pool *pool, char *msg, size_t cap,
-                           int *fd) {
-  union {
-    char raw[CMSG_SPACE(sizeof(int))];
-    struct cmsghdr align;
-  } ctl;
-  struct iovec iov = {msg, cap};
-  struct msghdr m = {0};
-  m.msg_iov = &iov;
-  m.msg_iovlen = 1;
-  m.msg_control = ctl.raw;
-  m.msg_controllen = sizeof(ctl.raw);
-  *fd = -1;
-  ssize_t n = recvmsg(pool->zfd, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-  for (struct cmsghdr *c = n >= 0 ? CMSG_FIRSTHDR(&m) : NULL; c;
-       c = CMSG_NXTHDR(&m, c))
-    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
-        c->cmsg_len == CMSG_LEN(sizeof(int)))
-      memcpy(fd, CMSG_DATA(c), sizeof(int));
-  return n;
-}
-
 /* The zygote handed over a spare ("spare PID" with its socket): the next
  * validation goes straight to it. */
 static void take_spare(hs_sandbox_pool *pool, const char *msg, int fd) {
@@ -407,9 +383,8 @@ static void on_zygote(hs_io *io, uint32_t events) {
   (void)events;
   for (;;) {
     int fd;
-    ssize_t n = zygote_recv(pool, msg, sizeof(msg) - 1, &fd);
-    if (n < 0 && errno == EINTR)
-      continue;
+    ssize_t n = hs_zygote_recv(pool->zfd, msg, sizeof(msg) - 1, &fd, 1,
+                               MSG_DONTWAIT);
     if (n < 0 && errno == EAGAIN)
       return;
     if (n <= 0) {

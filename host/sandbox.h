@@ -23,6 +23,7 @@
 #define HS_SANDBOX_H
 
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "err.h"
 #include "hotswap.h"
@@ -137,6 +138,12 @@ int hs_zygote_main(int argc, char **argv);
  * socket. Returns 0 or -1 with errno set. */
 int hs_zygote_send(int fd, const char *buf, size_t len, const int *fds,
                    int nfds);
+
+/* Receives one message into buf and up to nfds (0 to HS_ZYGOTE_FDS) fds
+ * into fds (-1 for those that did not come; close-on-exec). flags are
+ * recvmsg's. Returns the payload size, 0 at the end, -1 with errno set. */
+ssize_t hs_zygote_recv(int fd, char *buf, size_t cap, int *fds, int nfds,
+                       int flags);
 
 #define HS_SANDBOX_ARG "__sandbox"
 #define HS_ZYGOTE_ARG "__zygote"

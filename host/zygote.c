@@ -46,34 +46,45 @@ typedef struct spare {
   int fd;    /* our end of its request socket */
 } spare;
 
-/* Receives one request: payload into buf, up to HS_ZYGOTE_FDS fds into
- * fds (-1 for those missing). Returns the payload size, 0 at end of file,
- * -1 on error. */
-static ssize_t recv_req(int fd, char *buf, size_t cap,
-                        int fds[HS_ZYGOTE_FDS]) {
+/* Receives one message: payload into buf, up to nfds fds into fds (-1 for
+ * those missing). Returns the payload size, 0 at end of file, -1 on error
+ * (EINTR retried). */
+ssize_t hs_zygote_recv(int fd, char *buf, size_t cap, int *fds, int nfds,
+                       int flags) {
   union {
     char raw[CMSG_SPACE(HS_ZYGOTE_FDS * sizeof(int))];
     struct cmsghdr align;
   } ctl;
   struct iovec iov = {buf, cap};
   struct msghdr msg = {0};
+  if (nfds < 0 || nfds > HS_ZYGOTE_FDS) {
+    errno = EINVAL;
+    return -1;
+  }
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
   msg.msg_control = ctl.raw;
-  msg.msg_controllen = sizeof(ctl.raw);
-  for (int i = 0; i < HS_ZYGOTE_FDS; i++)
+  msg.msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int));
+  for (int i = 0; i < nfds; i++)
     fds[i] = -1;
   ssize_t n;
   do
-    n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+    n = recvmsg(fd, &msg, flags | MSG_CMSG_CLOEXEC);
   while (n < 0 && errno == EINTR);
-  for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
+  for (struct cmsghdr *c = n >= 0 ? CMSG_FIRSTHDR(&msg) : NULL; c;
+       c = CMSG_NXTHDR(&msg, c))
     if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-      size_t nfd = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      size_t got = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
       memcpy(fds, CMSG_DATA(c),
-             (nfd < HS_ZYGOTE_FDS ? nfd : HS_ZYGOTE_FDS) * sizeof(int));
+             (got < (size_t)nfds ? got : (size_t)nfds) * sizeof(int));
     }
   return n;
+}
+
+/* Receives a request with its HS_ZYGOTE_FDS fds. */
+static ssize_t recv_req(int fd, char *buf, size_t cap,
+                        int fds[HS_ZYGOTE_FDS]) {
+  return hs_zygote_recv(fd, buf, cap, fds, HS_ZYGOTE_FDS, 0);
 }
 
 /* Sends a message with nfds fds. Returns 0 or -1. */
