@@ -744,6 +744,25 @@ static void test_sandbox_respawns_zygote_killed_while_idle(void **state) {
   assert_int_equal(zygote_pid(), z2);
 }
 
+/* The zygote hands the host its spare; a spare that died before the
+ * host heard of it (its request socket is closed) sends the validation
+ * through the zygote instead, which forks a child for it. */
+static void test_sandbox_dead_spare_goes_through_zygote(void **state) {
+  env *e = *state;
+  pid_t z = zygote_pid(), spare[4];
+  hs_sandbox_req req = request(FIXTURE("counter_v1"), NULL);
+
+  run_until(e, never, NULL, 100); /* the host takes the spare it was sent */
+  assert_int_equal(children_of(z, spare, 4), 1);
+  assert_int_equal(kill(spare[0], SIGKILL), 0);
+  assert_true(poll_until(pid_gone, &spare[0], WAIT_MS));
+  /* The zygote's "exit" is not read yet: the host still holds it. */
+  hs_verdict v = validate(e, &req);
+  expect_verdict(&v, 0, "", NULL);
+  assert_string_equal(v.version, "1.0");
+  assert_int_equal(zygote_pid(), z); /* the same zygote did it */
+}
+
 static int zombie(void *arg) {
   char st;
   return proc_stat(*(pid_t *)arg, &st, NULL, NULL) == 0 && st == 'Z';
@@ -928,6 +947,7 @@ int main(int argc, char **argv) {
       T(test_sandbox_cancel_kills_without_callback),
       T(test_sandbox_cancel_before_report_read_kills),
       T(test_sandbox_respawns_zygote_killed_while_idle),
+      T(test_sandbox_dead_spare_goes_through_zygote),
       T(test_sandbox_start_right_after_zygote_death),
       T(test_sandbox_zygote_death_during_validation),
       T(test_sandbox_pool_close_leaves_no_process),
