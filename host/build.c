@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "file.h"
 #include "perm.h"
 
 #ifndef HS_SOURCE_INCLUDE_DIR
@@ -45,14 +46,7 @@ static int read_all(int dirfd, const char *name, char **buf, size_t *len,
     close(fd);
     return HS_ENOMEM;
   }
-  while (got < (size_t)st.st_size) {
-    ssize_t n = read(fd, b + got, (size_t)st.st_size - got);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      break;
-    got += (size_t)n;
-  }
+  got = hs_file_read(fd, b, (size_t)st.st_size, 0);
   close(fd);
   b[got] = '\0';
   *buf = b;

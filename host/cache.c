@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "elf.h"
+#include "file.h"
 #include "perm.h"
 
 int hs_cache_init(hs_cache *c, const char *parent, hs_error *err) {
@@ -247,21 +248,14 @@ static int inspect_copy(int fd, const char *name, hs_cache_file *out,
 static char *read_small(int in, size_t *len) {
   struct stat st;
   char *buf, extra;
-  size_t done = 0;
+  size_t done;
 
   errno = 0;
   if (fstat(in, &st) != 0 || st.st_size < 0 || st.st_size > READ_MAX)
     return NULL;
   if ((buf = malloc((size_t)st.st_size + 1)) == NULL)
     return NULL;
-  while (done < (size_t)st.st_size) {
-    ssize_t n = pread(in, buf + done, (size_t)st.st_size - done, (off_t)done);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      break;
-    done += (size_t)n;
-  }
+  done = hs_file_read(in, buf, (size_t)st.st_size, 0);
   if (done != (size_t)st.st_size ||
       pread(in, &extra, 1, (off_t)done) != 0) { /* changed meanwhile */
     free(buf);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cache.h"
+#include "file.h"
 #include "hotswap.h"
 
 static char *trim(char *s, char *end) {
@@ -39,14 +40,7 @@ int hs_config_load(hs_config *c, int dirfd, const char *name) {
     hs_config_free(c);
     return HS_ENOMEM;
   }
-  while (got < size) {
-    ssize_t n = read(fd, c->text + got, size - got);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      break;
-    got += (size_t)n;
-  }
+  got = hs_file_read(fd, c->text, size, 0);
   close(fd);
   c->text[got] = '\0';
   c->hash = hs_hash(c->text, got) | 1; /* never 0: 0 means no file */

@@ -13,6 +13,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "file.h"
+
 #define MAX_SECTIONS 4096        /* section headers read at most */
 #define MAX_SHSTRTAB (1u << 20)  /* bytes of section names read at most */
 
@@ -31,16 +33,7 @@ static void add_range(hs_imagemap *map, uint64_t lo, uint64_t size,
 
 /* Reads exactly len bytes at off. Returns 0 or -1. */
 static int read_at(int fd, void *buf, size_t len, uint64_t off) {
-  size_t got = 0;
-  while (got < len) {
-    ssize_t n = pread(fd, (char *)buf + got, len - got, (off_t)(off + got));
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      return -1;
-    got += (size_t)n;
-  }
-  return 0;
+  return hs_file_read(fd, buf, len, (off_t)off) == len ? 0 : -1;
 }
 
 /* The allocated sections of the file at path, placed at base. Returns 0,

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "file.h"
 #include "guard.h"
 
 int hs_state_init(hs_state *s, uint32_t version, uint32_t size) {
@@ -157,19 +158,11 @@ fail:
 }
 
 int hs_state_from_fd(hs_state *s, int fd, uint32_t version, uint32_t size) {
-  size_t done = 0;
-
   if (hs_state_init(s, version, size) != 0)
     return HS_ENOMEM;
-  while (done < size) {
-    ssize_t n = pread(fd, (char *)s->data + done, size - done, (off_t)done);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0) {
-      hs_state_free(s);
-      return HS_EIO;
-    }
-    done += (size_t)n;
+  if (hs_file_read(fd, s->data, size, 0) != size) {
+    hs_state_free(s);
+    return HS_EIO;
   }
   return 0;
 }

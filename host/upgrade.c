@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "cache.h"
+#include "file.h"
 #include "handoff.h"
 #include "log.h"
 
@@ -59,16 +60,7 @@ static int hash_fd(int fd, uint64_t *hash) {
   char *p = malloc(size ? size : 1);
   if (!p)
     return HS_ENOMEM;
-  size_t done = 0;
-  while (done < size) {
-    ssize_t n = pread(fd, p + done, size - done, (off_t)done);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      break;
-    done += (size_t)n;
-  }
-  *hash = hs_hash(p, done);
+  *hash = hs_hash(p, hs_file_read(fd, p, size, 0));
   free(p);
   return 0;
 }
