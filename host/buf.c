@@ -109,39 +109,45 @@ int hs_buf_printf(hs_buf *b, const char *fmt, ...) {
   return r;
 }
 
-int hs_buf_json_str(hs_buf *b, const char *s) {
+size_t hs_buf_json_escape(unsigned char c, char esc[6]) {
   static const char hex[] = "0123456789abcdef";
+
+  esc[0] = '\\';
+  switch (c) {
+  case '"': esc[1] = '"'; return 2;
+  case '\\': esc[1] = '\\'; return 2;
+  case '\b': esc[1] = 'b'; return 2;
+  case '\f': esc[1] = 'f'; return 2;
+  case '\n': esc[1] = 'n'; return 2;
+  case '\r': esc[1] = 'r'; return 2;
+  case '\t': esc[1] = 't'; return 2;
+  default:
+    if (c >= 0x20 && c != 0x7f) {
+      esc[0] = (char)c;
+      return 1;
+    }
+    memcpy(esc + 1, "u00", 3);
+    esc[4] = hex[c >> 4];
+    esc[5] = hex[c & 0xf];
+    return 6;
+  }
+}
+
+int hs_buf_json_str(hs_buf *b, const char *s) {
   const unsigned char *p, *run;
-  char esc[7];
+  char esc[6];
   size_t n;
 
   if (s == NULL)
     return hs_buf_puts(b, "null");
   hs_buf_append(b, "\"", 1);
-  /* Copy runs of plain bytes at once; bytes >= 0x80 pass through. */
+  /* Copy runs of plain bytes at once. */
   for (run = p = (const unsigned char *)s; *p != '\0'; p++) {
-    if (*p >= 0x20 && *p != '"' && *p != '\\' && *p != 0x7f)
+    if ((n = hs_buf_json_escape(*p, esc)) == 1)
       continue;
     hs_buf_append(b, run, (size_t)(p - run));
-    run = p + 1;
-    n = 2;
-    esc[0] = '\\';
-    switch (*p) {
-    case '"': esc[1] = '"'; break;
-    case '\\': esc[1] = '\\'; break;
-    case '\b': esc[1] = 'b'; break;
-    case '\f': esc[1] = 'f'; break;
-    case '\n': esc[1] = 'n'; break;
-    case '\r': esc[1] = 'r'; break;
-    case '\t': esc[1] = 't'; break;
-    default:
-      memcpy(esc + 1, "u00", 3);
-      esc[4] = hex[*p >> 4];
-      esc[5] = hex[*p & 0xf];
-      n = 6;
-      break;
-    }
     hs_buf_append(b, esc, n);
+    run = p + 1;
   }
   hs_buf_append(b, run, (size_t)(p - run));
   return hs_buf_append(b, "\"", 1);

@@ -31,4 +31,9 @@ int hs_buf_vprintf(hs_buf *b, const char *fmt, va_list ap);
  * control characters; NULL appends null. Returns 0 or HS_ENOMEM. */
 int hs_buf_json_str(hs_buf *b, const char *s);
 
+/* The JSON string form of byte c, written to esc: returns its length, 1
+ * when c stands for itself (bytes >= 0x80 too: UTF-8 passes through), else
+ * 2 ("\n") or 6 ("\u001b"). Allocates nothing (the log uses it). */
+size_t hs_buf_json_escape(unsigned char c, char esc[6]);
+
 #endif /* HS_BUF_H */

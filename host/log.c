@@ -8,6 +8,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "buf.h"
+
 /* One line, newline included. At most PIPE_BUF (4096 on Linux) so that a
  * line written to a pipe is never split by another writer's line. */
 #define HS_LOG_LINE_MAX 4096
@@ -85,38 +87,14 @@ static void line_put_text(log_line *l, const char *s) {
  * never cut in half: it goes in whole or not at all. Trailing newlines are
  * dropped as in text. */
 static void line_put_json(log_line *l, const char *s) {
-  static const char hex[] = "0123456789abcdef";
   size_t n = strlen(s);
   size_t i, k;
-  unsigned char c;
   char esc[6];
 
   while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r'))
     n--;
   for (i = 0; i < n && !l->truncated; i++) {
-    c = (unsigned char)s[i];
-    k = 2;
-    esc[0] = '\\';
-    switch (c) {
-    case '"': esc[1] = '"'; break;
-    case '\\': esc[1] = '\\'; break;
-    case '\b': esc[1] = 'b'; break;
-    case '\f': esc[1] = 'f'; break;
-    case '\n': esc[1] = 'n'; break;
-    case '\r': esc[1] = 'r'; break;
-    case '\t': esc[1] = 't'; break;
-    default:
-      if (c >= 0x20 && c != 0x7f) {
-        esc[0] = (char)c;
-        k = 1;
-      } else {
-        memcpy(esc + 1, "u00", 3);
-        esc[4] = hex[c >> 4];
-        esc[5] = hex[c & 0xf];
-        k = 6;
-      }
-      break;
-    }
+    k = hs_buf_json_escape((unsigned char)s[i], esc);
     if (k > l->lim - l->len) {
       l->truncated = 1;
       break;
