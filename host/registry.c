@@ -60,6 +60,7 @@ static hs_slot *slot_new(hs_registry *reg, const char *file) {
   if (!slot)
     return NULL;
   slot->reg = reg;
+  slot->snap = (hs_state_snap)HS_STATE_SNAP_INIT;
   slot->file = strdup(file);
   slot->name = strndup(file, strcspn(file, "./")); /* the stem */
   slot->is_dir = file[strlen(file) - 1] == '/';
@@ -127,6 +128,7 @@ static void slot_free(hs_registry *reg, hs_slot *slot, const char *end) {
   hs_config_free(&slot->ctx.config);
   hs_crash_drop(slot);
   hs_state_free(&slot->state);
+  hs_state_snap_free(&slot->snap);
   hs_threads_free(&slot->threads);
   hs_threads_free(&slot->born);
   hs_build_free(&slot->build, reg->cache);
@@ -399,6 +401,7 @@ static void start_validation(hs_slot *slot) {
       .path = slot->candidate.path,
       /* The live state, or one kept after a failed rollback. */
       .state = slot->state.version ? &slot->state : NULL,
+      .snap = &slot->snap,
       .reason = slot->state.version ? HS_LOAD_RELOAD : HS_LOAD_START,
       .allow_reset = reg->opts.allow_state_reset,
       .limits = reg->opts.limits,

@@ -64,6 +64,7 @@ struct hs_slot {
                               after unload/load) */
   int64_t loaded_at;       /* wall clock (s since epoch) of the live load */
   hs_state state;          /* the state the host owns */
+  hs_state_snap snap;      /* its snapshots for the validators */
 
   /* the pipeline */
   hs_sandbox *sb;          /* validation under way, or NULL */

@@ -681,7 +681,7 @@ int hs_sandbox_start(hs_sandbox **out, hs_sandbox_pool *pool,
   sb->data = data;
   snprintf(sb->file, sizeof(sb->file), "%s", req->file);
   build_request(&msg, req);
-  int statefd = req->state ? hs_state_to_memfd(req->state)
+  int statefd = req->state ? hs_state_snap_write(req->snap, req->state)
                            : memfd_create("hotswap-state", MFD_CLOEXEC);
   return submit(out, pool, sb, statefd, &msg, req->limits.timeout_ms, err);
 }

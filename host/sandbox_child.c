@@ -170,7 +170,9 @@ int hs_sandbox_child_main(int argc, char **argv) {
 #endif
   hs_error_clear(&err);
 
-  if (has_state && hs_state_from_fd(&live, STATE_FD, sv, ss) != 0) {
+  /* A private copy of the snapshot before anything else (sandbox.h:
+   * the host writes the next one into the same memfd). */
+  if (has_state && hs_state_map_fd(&live, STATE_FD, sv, ss) != 0) {
     hs_error_set(&err, HS_EIO, "sandbox", "cannot read the live state of %s",
                  file);
     _exit(fail(&err));
@@ -211,7 +213,9 @@ int hs_sandbox_child_main(int argc, char **argv) {
   snprintf(conf, sizeof(conf), "%s/%s.conf", dir, name);
   hs_config_load(&ctx.config, AT_FDCWD, conf); /* load() may read it */
   stage("migrate");
-  if (has_state) {
+  if (has_state && hs_state_compatible(&live, desc)) {
+    hs_state_move(&st, &live); /* a private copy already: no second one */
+  } else if (has_state) {
     rc = hs_state_migrate(&live, desc, &ctx, allow_reset, file, &st, NULL,
                           &err);
     if (rc != 0)

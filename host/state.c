@@ -6,15 +6,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "api.h"
-#include "file.h"
 #include "guard.h"
 
 int hs_state_init(hs_state *s, uint32_t version, uint32_t size) {
-  s->data = NULL;
-  s->size = 0;
+  memset(s, 0, sizeof(*s));
   s->version = version;
   if (size > 0 && (s->data = calloc(1, size)) == NULL)
     return HS_ENOMEM;
@@ -23,7 +22,10 @@ int hs_state_init(hs_state *s, uint32_t version, uint32_t size) {
 }
 
 void hs_state_free(hs_state *s) {
-  free(s->data);
+  if (s->mapped && s->data)
+    munmap(s->data, s->size);
+  else
+    free(s->data);
   memset(s, 0, sizeof(*s));
 }
 
@@ -127,42 +129,70 @@ int hs_state_migrate(const hs_state *old, const hs_plugin *desc, hs_ctx *ctx,
                       (unsigned)desc->state_version, rc);
 }
 
-int hs_state_to_memfd(const hs_state *s) {
-  const char *p = s->data;
-  size_t done = 0;
-  int fd, e;
+int hs_state_snap_write(hs_state_snap *snap, const hs_state *s) {
+  int e, fd;
 
-  fd = memfd_create("hotswap-state", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-  if (fd < 0)
-    return -errno;
-  while (done < s->size) {
-    ssize_t n = write(fd, p + done, s->size - done);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0) {
-      e = n < 0 ? errno : EIO;
-      goto fail;
+  if (snap->fd >= 0 && snap->size != s->size)
+    hs_state_snap_free(snap); /* sealed at its size: a new one */
+  if (snap->fd < 0) {
+    fd = memfd_create("hotswap-state", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+      return -errno;
+    void *map = NULL;
+    if (s->size > 0 &&
+        (ftruncate(fd, s->size) != 0 ||
+         (map = mmap(NULL, s->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+                     0)) == MAP_FAILED)) {
+      e = errno;
+      close(fd);
+      return -e;
     }
-    done += (size_t)n;
+    if (fcntl(fd, F_ADD_SEALS,
+              F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE |
+                  F_SEAL_SEAL) != 0) {
+      e = errno;
+      if (map)
+        munmap(map, s->size);
+      close(fd);
+      return -e;
+    }
+    snap->fd = fd;
+    snap->map = map;
+    snap->size = s->size;
   }
-  if (fcntl(fd, F_ADD_SEALS,
-            F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0) {
+  if (s->size > 0)
+    memcpy(snap->map, s->data, s->size);
+  if ((fd = fcntl(snap->fd, F_DUPFD_CLOEXEC, 0)) < 0) {
     e = errno;
-    goto fail;
+    hs_state_snap_free(snap);
+    return -e;
   }
   return fd;
-
-fail:
-  close(fd);
-  return -e;
 }
 
-int hs_state_from_fd(hs_state *s, int fd, uint32_t version, uint32_t size) {
-  if (hs_state_init(s, version, size) != 0)
-    return HS_ENOMEM;
-  if (hs_file_read(fd, s->data, size, 0) != size) {
-    hs_state_free(s);
-    return HS_EIO;
-  }
+void hs_state_snap_free(hs_state_snap *snap) {
+  if (snap->map)
+    munmap(snap->map, snap->size);
+  if (snap->fd >= 0)
+    close(snap->fd);
+  *snap = (hs_state_snap)HS_STATE_SNAP_INIT;
+}
+
+int hs_state_map_fd(hs_state *s, int fd, uint32_t version, uint32_t size) {
+  struct stat st;
+
+  memset(s, 0, sizeof(*s));
+  s->version = version;
+  if (fd < 0 || fstat(fd, &st) != 0 || st.st_size < (off_t)size)
+    return HS_EIO; /* also: bytes past the end would fault, not read */
+  if (size == 0)
+    return 0;
+  void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_POPULATE, fd, 0);
+  if (p == MAP_FAILED)
+    return errno == ENOMEM ? HS_ENOMEM : HS_EIO;
+  s->data = p;
+  s->size = size;
+  s->mapped = 1;
   return 0;
 }

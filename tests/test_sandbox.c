@@ -179,6 +179,11 @@ static int spinning(void *arg) {
 
 /* ---- the environment of each test ------------------------------------ */
 
+/* Snapshot memfds, one per request with a state, as each plugin has its
+ * own (validations of one test may run at once); freed at teardown. */
+static hs_state_snap g_snaps[16];
+static unsigned g_nsnaps;
+
 typedef struct env {
   hs_loop loop;
   hs_sandbox_pool *pool;
@@ -243,6 +248,8 @@ static int teardown(void **state) {
   pid_t kids[8];
 
   hs_sandbox_pool_close(e->pool);
+  while (g_nsnaps > 0)
+    hs_state_snap_free(&g_snaps[--g_nsnaps]);
   /* No child of ours survives the pool: the zygote was reaped. */
   int n = children_of(getpid(), kids, 8);
   for (int i = 0; i < n && i < 8; i++) {
@@ -273,8 +280,15 @@ static void on_verdict(hs_sandbox *sb, const hs_verdict *v, void *data) {
   r->v = *v;
 }
 
+static hs_state_snap *new_snap(void) {
+  assert_true(g_nsnaps < sizeof(g_snaps) / sizeof(g_snaps[0]));
+  g_snaps[g_nsnaps] = (hs_state_snap)HS_STATE_SNAP_INIT;
+  return &g_snaps[g_nsnaps++];
+}
+
 static hs_sandbox_req request(const char *path, const hs_state *st) {
   hs_sandbox_req req = {
+      .snap = st ? new_snap() : NULL,
       .name = "counter",
       .dir = HS_TEST_FIXTURES,
       .file = "counter.so",

@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "api.h"
@@ -376,53 +378,116 @@ static void test_state_migrate_failure_names_code(void **state) {
   hs_loader_close(&img, FIXTURE("bad_fail_migrate"));
 }
 
-static void test_state_memfd_round_trip(void **state) {
+/* The inode behind fd. */
+static ino_t inode(int fd) {
+  struct stat st;
+  assert_int_equal(fstat(fd, &st), 0);
+  return st.st_ino;
+}
+
+static void test_state_snap_readers_cannot_write(void **state) {
+  hs_state_snap snap = HS_STATE_SNAP_INIT;
   hs_state s, back;
-  int fd, seals;
+  int fd;
 
   (void)state;
   old_v1(&s);
-  fd = hs_state_to_memfd(&s);
+  fd = hs_state_snap_write(&snap, &s);
   assert_true(fd >= 0);
+  assert_true(fd != snap.fd);
   assert_int_equal(fcntl(fd, F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
-  seals = fcntl(fd, F_GET_SEALS);
-  assert_int_equal(seals, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE |
-                              F_SEAL_SEAL);
+  assert_int_equal(fcntl(fd, F_GET_SEALS), F_SEAL_SHRINK | F_SEAL_GROW |
+                                               F_SEAL_FUTURE_WRITE |
+                                               F_SEAL_SEAL);
   assert_int_equal(lseek(fd, 0, SEEK_END), 16);
   assert_int_equal(pwrite(fd, "x", 1, 0), -1);
   assert_int_equal(errno, EPERM);
   assert_int_equal(ftruncate(fd, 0), -1);
+  assert_true(mmap(NULL, 16, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) ==
+              MAP_FAILED);
+  assert_int_equal(errno, EPERM);
 
-  assert_int_equal(hs_state_from_fd(&back, fd, 1, 16), 0);
+  assert_int_equal(hs_state_map_fd(&back, fd, 1, 16), 0);
   assert_int_equal(back.version, 1);
   assert_int_equal(back.size, 16);
+  assert_int_equal(back.mapped, 1);
   assert_memory_equal(back.data, s.data, 16);
+  /* The private copy is writable, and its writes stay in it. */
+  memset(back.data, 0xee, 16);
   hs_state_free(&back);
-  /* The fd's offset does not matter: reading starts at byte 0. */
-  assert_int_equal(hs_state_from_fd(&back, fd, 1, 16), 0);
+  assert_int_equal(hs_state_map_fd(&back, fd, 1, 16), 0);
   assert_memory_equal(back.data, s.data, 16);
   hs_state_free(&back);
   /* Fewer bytes than asked for is an error, leaving back empty. */
-  assert_int_equal(hs_state_from_fd(&back, fd, 1, 17), HS_EIO);
+  assert_int_equal(hs_state_map_fd(&back, fd, 1, 17), HS_EIO);
   assert_null(back.data);
   close(fd);
+  hs_state_snap_free(&snap);
+  assert_int_equal(snap.fd, -1);
   hs_state_free(&s);
 }
 
-static void test_state_memfd_empty(void **state) {
+/* The next snapshot reuses the memfd, and a copy mapped before keeps the
+ * bytes it was made from; a new size makes a new memfd. */
+static void test_state_snap_reuses_memfd_copies_stay(void **state) {
+  hs_state_snap snap = HS_STATE_SNAP_INIT;
+  hs_state s, first, second;
+  unsigned char was[16];
+  int fd1, fd2, fd3;
+
+  (void)state;
+  old_v1(&s);
+  memcpy(was, s.data, 16);
+  fd1 = hs_state_snap_write(&snap, &s);
+  assert_true(fd1 >= 0);
+  assert_int_equal(hs_state_map_fd(&first, fd1, 1, 16), 0);
+
+  memset(s.data, 0x5a, 16);
+  fd2 = hs_state_snap_write(&snap, &s);
+  assert_true(fd2 >= 0);
+  assert_true(inode(fd2) == inode(fd1));
+  assert_memory_equal(first.data, was, 16);
+  assert_int_equal(hs_state_map_fd(&second, fd2, 1, 16), 0);
+  assert_memory_equal(second.data, s.data, 16);
+
+  hs_state bigger;
+  assert_int_equal(hs_state_init(&bigger, 2, 24), 0);
+  memset(bigger.data, 0x11, 24);
+  fd3 = hs_state_snap_write(&snap, &bigger);
+  assert_true(fd3 >= 0);
+  assert_true(inode(fd3) != inode(fd1));
+  assert_int_equal(lseek(fd3, 0, SEEK_END), 24);
+  /* Readers of the old memfd still read it whole. */
+  assert_int_equal(lseek(fd1, 0, SEEK_END), 16);
+  assert_memory_equal(first.data, was, 16);
+
+  close(fd1);
+  close(fd2);
+  close(fd3);
+  hs_state_free(&first);
+  hs_state_free(&second);
+  hs_state_free(&bigger);
+  hs_state_free(&s);
+  hs_state_snap_free(&snap);
+}
+
+static void test_state_snap_empty(void **state) {
+  hs_state_snap snap = HS_STATE_SNAP_INIT;
   hs_state s, back;
   int fd;
 
   (void)state;
   assert_int_equal(hs_state_init(&s, 3, 0), 0);
-  fd = hs_state_to_memfd(&s);
+  fd = hs_state_snap_write(&snap, &s);
   assert_true(fd >= 0);
+  assert_null(snap.map);
   assert_int_equal(lseek(fd, 0, SEEK_END), 0);
-  assert_int_equal(hs_state_from_fd(&back, fd, 3, 0), 0);
+  assert_int_equal(hs_state_map_fd(&back, fd, 3, 0), 0);
   assert_null(back.data);
   assert_int_equal(back.version, 3);
   close(fd);
-  assert_int_equal(hs_state_from_fd(&back, -1, 3, 8), HS_EIO);
+  hs_state_snap_free(&snap);
+  assert_int_equal(hs_state_map_fd(&back, -1, 3, 8), HS_EIO);
   assert_null(back.data);
 }
 
@@ -438,8 +503,9 @@ int main(void) {
       cmocka_unit_test(test_state_size_change_needs_new_version),
       cmocka_unit_test(test_state_migrate_sees_new_state_in_ctx),
       cmocka_unit_test(test_state_migrate_failure_names_code),
-      cmocka_unit_test(test_state_memfd_round_trip),
-      cmocka_unit_test(test_state_memfd_empty),
+      cmocka_unit_test(test_state_snap_readers_cannot_write),
+      cmocka_unit_test(test_state_snap_reuses_memfd_copies_stay),
+      cmocka_unit_test(test_state_snap_empty),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
