@@ -65,6 +65,7 @@ struct hs_sandbox {
   int zygote_gone;        /* its zygote died: judged from the loop */
   unsigned zgen;          /* the zygote it ran under (pool->zgen then) */
   int exited, status;     /* exit status, once the zygote told */
+  hs_state_snap *snap;    /* the state snapshot it reads, or NULL */
   char stage[16];         /* the stage last announced */
   hs_verdict v;
   uint32_t timeout_ms, cpu_s;
@@ -205,6 +206,9 @@ static void finish(hs_sandbox *sb) {
   sb->v.elapsed_ns = hs_now_ns() - sb->start_ns;
   if (!sb->final)
     kill_validator(sb); /* harmless if it is gone */
+  if (sb->snap)
+    hs_state_snap_done(sb->snap); /* it read the state before its verdict,
+                                     or it is killed */
   sb->cb(sb, &sb->v, sb->data);
   sandbox_free(sb);
 }
@@ -683,6 +687,8 @@ int hs_sandbox_start(hs_sandbox **out, hs_sandbox_pool *pool,
   build_request(&msg, req);
   int statefd = req->state ? hs_state_snap_write(req->snap, req->state)
                            : memfd_create("hotswap-state", MFD_CLOEXEC);
+  if (req->state && statefd >= 0)
+    sb->snap = req->snap;
   return submit(out, pool, sb, statefd, &msg, req->limits.timeout_ms, err);
 }
 

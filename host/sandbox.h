@@ -44,10 +44,9 @@ typedef struct hs_sandbox_req {
   const char *file;        /* watched file name, for messages */
   const char *path;        /* cache copy to validate */
   const hs_state *state;   /* live state to migrate/use; NULL: first load */
-  hs_state_snap *snap;     /* with state: the plugin's snapshot memfd, which
-                              state is written to (hs_state_snap_write); the
-                              caller starts no other validation of this
-                              plugin before this one's verdict */
+  hs_state_snap *snap;     /* with state: the plugin's snapshot memfd
+                              (state.h), written now and lent to the
+                              validator until its verdict */
   hs_load_reason reason;   /* the reason the live load will get */
   int allow_reset;         /* reset the state when migrate() is missing */
   hs_sandbox_limits limits;

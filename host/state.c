@@ -132,8 +132,8 @@ int hs_state_migrate(const hs_state *old, const hs_plugin *desc, hs_ctx *ctx,
 int hs_state_snap_write(hs_state_snap *snap, const hs_state *s) {
   int e, fd;
 
-  if (snap->fd >= 0 && snap->size != s->size)
-    hs_state_snap_free(snap); /* sealed at its size: a new one */
+  if (snap->fd >= 0 && (snap->size != s->size || snap->lent))
+    hs_state_snap_free(snap); /* sealed at its size, or still read */
   if (snap->fd < 0) {
     fd = memfd_create("hotswap-state", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0)
@@ -167,8 +167,11 @@ int hs_state_snap_write(hs_state_snap *snap, const hs_state *s) {
     hs_state_snap_free(snap);
     return -e;
   }
+  snap->lent = 1;
   return fd;
 }
+
+void hs_state_snap_done(hs_state_snap *snap) { snap->lent = 0; }
 
 void hs_state_snap_free(hs_state_snap *snap) {
   if (snap->map)
@@ -187,10 +190,13 @@ int hs_state_map_fd(hs_state *s, int fd, uint32_t version, uint32_t size) {
     return HS_EIO; /* also: bytes past the end would fault, not read */
   if (size == 0)
     return 0;
-  void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_POPULATE, fd, 0);
+  /* (Before Linux 5.5 such a map of a memfd sealed F_SEAL_FUTURE_WRITE
+   * was shared by mistake: the holder's writes reached the memfd. The
+   * host never reads a snapshot back, so that would change nothing.) */
+  void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
   if (p == MAP_FAILED)
     return errno == ENOMEM ? HS_ENOMEM : HS_EIO;
+  madvise(p, size, MADV_POPULATE_READ); /* before 5.14: faulted on use */
   s->data = p;
   s->size = size;
   s->mapped = 1;

@@ -53,32 +53,38 @@ int hs_state_migrate(const hs_state *old, const hs_plugin *desc, hs_ctx *ctx,
  * mapped in the host, so that a snapshot is one memcpy into pages that
  * exist already (a fresh memfd of 1 MiB costs the loop ~0.7 ms here, the
  * copy ~0.1 ms). Readers get an fd they can neither write nor resize
- * (F_SEAL_FUTURE_WRITE, F_SEAL_SHRINK, F_SEAL_GROW): only the host's own
- * mapping writes, and only at the next snapshot, which the caller must not
- * take while a reader of the last one may still read it (a validator takes
- * its private copy before anything else: hs_state_map_fd).
+ * (F_SEAL_FUTURE_WRITE, F_SEAL_SHRINK, F_SEAL_GROW); only the host's own
+ * mapping writes. A snapshot is lent from its write until
+ * hs_state_snap_done: the next write goes to a new memfd while it is, so a
+ * reader sees the same bytes until it is done with them.
  */
 typedef struct hs_state_snap {
   int fd;            /* the memfd, or -1 before the first snapshot */
   void *map;         /* fd mapped shared and writable; NULL if size 0 */
   uint32_t size;     /* bytes of fd */
+  int lent;          /* a reader may still read the last snapshot */
 } hs_state_snap;
 
-#define HS_STATE_SNAP_INIT {-1, NULL, 0}
+#define HS_STATE_SNAP_INIT {-1, NULL, 0, 0}
 
-/* Writes s's bytes to snap (made again when the size changed). Returns a
- * new fd for a reader (close-on-exec; the caller closes it), or a negative
- * code: snap is then empty again. */
+/* Writes s's bytes to snap (to a new memfd when the size changed or the
+ * last snapshot is still lent) and lends it. Returns a new fd for the
+ * reader (close-on-exec; the caller closes it), or a negative code: snap
+ * is then empty again. */
 int hs_state_snap_write(hs_state_snap *snap, const hs_state *s);
+/* The reader of the last snapshot is done with it (or dead): the next
+ * write may reuse the memfd. */
+void hs_state_snap_done(hs_state_snap *snap);
 /* Unmaps and closes snap's memfd (readers' fds stay valid); snap is left
  * as HS_STATE_SNAP_INIT. */
 void hs_state_snap_free(hs_state_snap *snap);
 
-/* Maps size bytes of layout version from fd (read from byte 0) into a new
- * s as a private, writable copy made at once (MAP_POPULATE breaks every
- * copy-on-write in one call): later writes to fd do not show through.
- * hs_state_free unmaps it. Returns 0, or HS_EIO (fd unreadable or shorter
- * than size) / HS_ENOMEM. */
+/* Maps size bytes of layout version from fd (from byte 0) into a new s,
+ * private and writable: copy-on-write, so only the pages written are
+ * copied; every page is mapped at once (MADV_POPULATE_READ), not faulted
+ * in one by one. Pages not written show fd's bytes: fd must not change
+ * while s is used (a lent snapshot does not). hs_state_free unmaps it.
+ * Returns 0, or HS_EIO (fd unreadable or shorter than size) / HS_ENOMEM. */
 int hs_state_map_fd(hs_state *s, int fd, uint32_t version, uint32_t size);
 
 #endif /* HS_STATE_H */

@@ -519,7 +519,12 @@ static void test_sandbox_same_layout_gets_the_live_bytes(void **state) {
   hs_state st;
   state_v1(&st, 7, 9);
   hs_sandbox_req req = request(FIXTURE("counter_v1b"), &st);
-  hs_verdict v = validate(e, &req);
+  result r;
+  start(e, &req, &r);
+  assert_int_equal(req.snap->lent, 1); /* the validator reads it */
+  assert_true(run_until(e, is_done, &r, WAIT_MS));
+  assert_int_equal(req.snap->lent, 0); /* not after its verdict */
+  hs_verdict v = r.v;
 
   expect_verdict(&v, 0, "", NULL);
   assert_string_equal(v.version, "1.1");
@@ -595,6 +600,7 @@ static void test_sandbox_rejects_failing_migrate(void **state) {
                  "migrate() of counter.so from state v1 to v2 returned "
                  "HS_ERANGE (result out of range)");
   assert_true(log_contains(e, "counter sandbox: cannot migrate from v1"));
+  assert_int_equal(req.snap->lent, 0); /* a failure ends the loan too */
   hs_state_free(&st);
 }
 

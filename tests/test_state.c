@@ -427,9 +427,10 @@ static void test_state_snap_readers_cannot_write(void **state) {
   hs_state_free(&s);
 }
 
-/* The next snapshot reuses the memfd, and a copy mapped before keeps the
- * bytes it was made from; a new size makes a new memfd. */
-static void test_state_snap_reuses_memfd_copies_stay(void **state) {
+/* While a snapshot is lent, the next one goes to a new memfd and the
+ * reader keeps its bytes; once it is done, the memfd is reused (and a map
+ * of it shows the new bytes: why a reader must be done first). */
+static void test_state_snap_lent_until_done(void **state) {
   hs_state_snap snap = HS_STATE_SNAP_INIT;
   hs_state s, first, second;
   unsigned char was[16];
@@ -440,30 +441,45 @@ static void test_state_snap_reuses_memfd_copies_stay(void **state) {
   memcpy(was, s.data, 16);
   fd1 = hs_state_snap_write(&snap, &s);
   assert_true(fd1 >= 0);
+  assert_int_equal(snap.lent, 1);
   assert_int_equal(hs_state_map_fd(&first, fd1, 1, 16), 0);
 
   memset(s.data, 0x5a, 16);
   fd2 = hs_state_snap_write(&snap, &s);
   assert_true(fd2 >= 0);
-  assert_true(inode(fd2) == inode(fd1));
+  assert_true(inode(fd2) != inode(fd1));
   assert_memory_equal(first.data, was, 16);
   assert_int_equal(hs_state_map_fd(&second, fd2, 1, 16), 0);
   assert_memory_equal(second.data, s.data, 16);
+  /* A reader's writes stay in its own copy. */
+  memset(first.data, 0xee, 16);
+  hs_state_free(&first);
+  assert_int_equal(hs_state_map_fd(&first, fd1, 1, 16), 0);
+  assert_memory_equal(first.data, was, 16);
 
+  hs_state_snap_done(&snap);
+  assert_int_equal(snap.lent, 0);
+  memset(s.data, 0x33, 16);
+  fd3 = hs_state_snap_write(&snap, &s);
+  assert_true(fd3 >= 0);
+  assert_true(inode(fd3) == inode(fd2));
+  assert_memory_equal(second.data, s.data, 16);
+
+  /* A new size: a new memfd, done or not; the old one stays whole. */
+  hs_state_snap_done(&snap);
   hs_state bigger;
   assert_int_equal(hs_state_init(&bigger, 2, 24), 0);
   memset(bigger.data, 0x11, 24);
-  fd3 = hs_state_snap_write(&snap, &bigger);
-  assert_true(fd3 >= 0);
-  assert_true(inode(fd3) != inode(fd1));
-  assert_int_equal(lseek(fd3, 0, SEEK_END), 24);
-  /* Readers of the old memfd still read it whole. */
-  assert_int_equal(lseek(fd1, 0, SEEK_END), 16);
-  assert_memory_equal(first.data, was, 16);
+  int fd4 = hs_state_snap_write(&snap, &bigger);
+  assert_true(fd4 >= 0);
+  assert_true(inode(fd4) != inode(fd2));
+  assert_int_equal(lseek(fd4, 0, SEEK_END), 24);
+  assert_int_equal(lseek(fd2, 0, SEEK_END), 16);
 
   close(fd1);
   close(fd2);
   close(fd3);
+  close(fd4);
   hs_state_free(&first);
   hs_state_free(&second);
   hs_state_free(&bigger);
@@ -504,7 +520,7 @@ int main(void) {
       cmocka_unit_test(test_state_migrate_sees_new_state_in_ctx),
       cmocka_unit_test(test_state_migrate_failure_names_code),
       cmocka_unit_test(test_state_snap_readers_cannot_write),
-      cmocka_unit_test(test_state_snap_reuses_memfd_copies_stay),
+      cmocka_unit_test(test_state_snap_lent_until_done),
       cmocka_unit_test(test_state_snap_empty),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
