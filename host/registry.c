@@ -236,8 +236,8 @@ static void swap_opened(hs_slot *slot, hs_open_job *job) {
   }
   hs_error_clear(&err);
   uint64_t candidate_hash = slot->candidate.hash;
-  if (hs_swap_in(slot, &job->img, &slot->candidate, &pause, &was_reset,
-                 &err) != 0) {
+  if (hs_swap_in(slot, &job->img, &slot->candidate, &job->state, &pause,
+                 &was_reset, &err) != 0) {
     slot->rejected_hash = candidate_hash;
     reject(slot, &err);
     return;

@@ -216,7 +216,7 @@ int hs_sandbox_child_main(int argc, char **argv) {
   if (has_state && hs_state_compatible(&live, desc)) {
     hs_state_move(&st, &live); /* a private copy already: no second one */
   } else if (has_state) {
-    rc = hs_state_migrate(&live, desc, &ctx, allow_reset, file, &st, NULL,
+    rc = hs_state_migrate(&live, desc, &ctx, allow_reset, file, NULL, &st, NULL,
                           &err);
     if (rc != 0)
       _exit(fail(&err));

@@ -21,6 +21,16 @@ int hs_state_init(hs_state *s, uint32_t version, uint32_t size) {
   return 0;
 }
 
+int hs_state_prepare(hs_state *s, uint32_t version, uint32_t size) {
+  if (hs_state_init(s, version, size) != 0)
+    return HS_ENOMEM;
+  long page = sysconf(_SC_PAGESIZE);
+  volatile unsigned char *p = s->data;
+  for (size_t at = 0; at < size; at += (size_t)page)
+    p[at] = 0; /* a write: a read would map the shared zero page */
+  return 0;
+}
+
 void hs_state_free(hs_state *s) {
   if (s->mapped && s->data)
     munmap(s->data, s->size);
@@ -73,24 +83,40 @@ static int out_of_memory(const char *file, hs_error *err) {
                       "cannot allocate the state of %s: out of memory", file);
 }
 
+int hs_state_init_spare(hs_state *out, uint32_t version, uint32_t size,
+                        hs_state *spare) {
+  if (spare && spare->version == version && spare->size == size) {
+    memset(out, 0, sizeof(*out));
+    hs_state_move(out, spare);
+    return 0;
+  }
+  if (spare)
+    hs_state_free(spare);
+  return hs_state_init(out, version, size);
+}
+
 int hs_state_migrate(const hs_state *old, const hs_plugin *desc, hs_ctx *ctx,
-                     int allow_reset, const char *file, hs_state *out,
-                     int *was_reset, hs_error *err) {
+                     int allow_reset, const char *file, hs_state *spare,
+                     hs_state *out, int *was_reset, hs_error *err) {
+  int same = hs_state_compatible(old, desc), rc;
   void *saved;
-  int rc;
 
   memset(out, 0, sizeof(*out));
   if (was_reset != NULL)
     *was_reset = 0;
-  if (hs_state_compatible(old, desc)) {
-    if (hs_state_copy(out, old) != 0)
-      return out_of_memory(file, err);
+  if (!same && desc->migrate == NULL && !allow_reset) {
+    if (spare)
+      hs_state_free(spare);
+    return no_migrate(old, desc, file, err);
+  }
+  if (hs_state_init_spare(out, desc->state_version, desc->state_size,
+                          spare) != 0)
+    return out_of_memory(file, err);
+  if (same) {
+    if (old->size > 0)
+      memcpy(out->data, old->data, old->size);
     return 0;
   }
-  if (desc->migrate == NULL && !allow_reset)
-    return no_migrate(old, desc, file, err);
-  if (hs_state_init(out, desc->state_version, desc->state_size) != 0)
-    return out_of_memory(file, err);
   if (desc->migrate == NULL) {
     if (was_reset != NULL)
       *was_reset = 1;

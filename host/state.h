@@ -27,6 +27,17 @@ int hs_state_copy(hs_state *dst, const hs_state *src);
 /* Moves src into dst (freeing what dst had); src is left empty. */
 void hs_state_move(hs_state *dst, hs_state *src);
 
+/* hs_state_init, and every page of the bytes touched: for the loader
+ * thread, which prepares the next version's state ahead of the swap, so
+ * that the pause does not wait for page faults. Returns 0 or HS_ENOMEM. */
+int hs_state_prepare(hs_state *s, uint32_t version, uint32_t size);
+
+/* hs_state_init from spare (NULL, or bytes from hs_state_prepare) when it
+ * has that version and size; spare is taken over (emptied) either way.
+ * Returns 0 or HS_ENOMEM. */
+int hs_state_init_spare(hs_state *out, uint32_t version, uint32_t size,
+                        hs_state *spare);
+
 /* Returns 1 if a plugin with this descriptor can take s as it is (same
  * state_version and state_size), 0 if it needs migrate(). */
 int hs_state_compatible(const hs_state *s, const hs_plugin *desc);
@@ -42,11 +53,14 @@ int hs_state_compatible(const hs_state *s, const hs_plugin *desc);
  *   - otherwise HS_ENOMIGRATE, naming both versions and sizes, and that
  *     file has no migrate function.
  * ctx->state is pointed at the new bytes during migrate(). Stage
- * "migrate". On failure *out is left empty. was_reset may be NULL.
+ * "migrate". spare is NULL or zeroed bytes prepared for desc's layout
+ * (hs_state_prepare), always taken over: they become out's bytes when they
+ * fit the layout, else they are freed. On failure *out is left empty.
+ * was_reset may be NULL.
  */
 int hs_state_migrate(const hs_state *old, const hs_plugin *desc, hs_ctx *ctx,
-                     int allow_reset, const char *file, hs_state *out,
-                     int *was_reset, hs_error *err);
+                     int allow_reset, const char *file, hs_state *spare,
+                     hs_state *out, int *was_reset, hs_error *err);
 
 /*
  * How a plugin's state goes to its validators: one memfd per plugin, kept

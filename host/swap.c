@@ -133,18 +133,19 @@ static void unload_guarded(hs_slot *slot, hs_unload_reason reason,
 /* Loads d with nothing live: on zeroed state (START), or on the state kept
  * from a version that could not be rolled back (RELOAD, migrated if its
  * layout differs). */
-static int first_load(hs_slot *slot, const hs_plugin *d, int *was_reset,
-                      hs_threads *left, hs_error *err) {
+static int first_load(hs_slot *slot, const hs_plugin *d, hs_state *spare,
+                      int *was_reset, hs_threads *left, hs_error *err) {
   hs_state st;
   hs_load_reason reason = HS_LOAD_START;
   if (slot->state.version != 0) {
     int rc = hs_state_migrate(&slot->state, d, &slot->ctx,
                               slot->reg->opts.allow_state_reset, slot->file,
-                              &st, was_reset, err);
+                              spare, &st, was_reset, err);
     if (rc != 0)
       return rc;
     reason = HS_LOAD_RELOAD;
-  } else if (hs_state_init(&st, d->state_version, d->state_size) != 0) {
+  } else if (hs_state_init_spare(&st, d->state_version, d->state_size,
+                                 spare) != 0) {
     return hs_error_set(err, HS_ENOMEM, "load",
                         "cannot allocate %u bytes of state for %s",
                         d->state_size, slot->file);
@@ -169,8 +170,8 @@ static int first_load(hs_slot *slot, const hs_plugin *d, int *was_reset,
 
 /* old_left and new_left: threads the old version left running after its
  * unload(), and those a failed load() of the new one left. */
-static int replace(hs_slot *slot, const hs_plugin *d, int *was_reset,
-                   hs_threads *old_left, hs_threads *new_left,
+static int replace(hs_slot *slot, const hs_plugin *d, hs_state *spare,
+                   int *was_reset, hs_threads *old_left, hs_threads *new_left,
                    hs_error *err) {
   const hs_plugin *old = slot->img.desc;
   hs_state st = {0};
@@ -185,8 +186,8 @@ static int replace(hs_slot *slot, const hs_plugin *d, int *was_reset,
   threads_left(slot, old_left);
 
   rc = hs_state_migrate(&slot->state, d, &slot->ctx,
-                        slot->reg->opts.allow_state_reset, slot->file, &st,
-                        was_reset, err);
+                        slot->reg->opts.allow_state_reset, slot->file, spare,
+                        &st, was_reset, err);
   crashed = rc == HS_ECRASH; /* hs_state_migrate's own code for it */
   if (rc == 0) {
     ctx_use(slot, d, st.data);
@@ -241,16 +242,18 @@ static int replace(hs_slot *slot, const hs_plugin *d, int *was_reset,
 }
 
 int hs_swap_in(hs_slot *slot, hs_image *img, hs_cache_file *cand,
-               uint64_t *pause_ns, int *was_reset, hs_error *err) {
+               hs_state *spare, uint64_t *pause_ns, int *was_reset,
+               hs_error *err) {
   uint64_t t0 = hs_now_ns();
   hs_threads old_left = {0}, new_left = {0};
   int rc;
 
   *was_reset = 0;
   if (!slot->loaded) {
-    rc = first_load(slot, img->desc, was_reset, &new_left, err);
+    rc = first_load(slot, img->desc, spare, was_reset, &new_left, err);
   } else {
-    rc = replace(slot, img->desc, was_reset, &old_left, &new_left, err);
+    rc = replace(slot, img->desc, spare, was_reset, &old_left, &new_left,
+                 err);
     if (rc == 0 && slot->img.handle) /* not kept by hs_crash_keep */
       retire(slot, &slot->img, &slot->copy, slot->version, &old_left);
   }

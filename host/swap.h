@@ -19,12 +19,15 @@
  * Makes img, opened from the validated copy cand, the live version of slot
  * (its first load when nothing is live). Always takes over img and cand:
  * on success they are the slot's, on failure the worker closes and removes
- * them. *pause_ns is how long the loop was blocked; *was_reset says whether
- * the state was reset (--allow-state-reset). Returns 0, or a negative code
- * with err filled while the previous version (if any) stays live.
+ * them. spare is NULL or the new version's state bytes, prepared by the
+ * worker (worker.h), and is taken over too. *pause_ns is how long the loop
+ * was blocked; *was_reset says whether the state was reset
+ * (--allow-state-reset). Returns 0, or a negative code with err filled
+ * while the previous version (if any) stays live.
  */
 int hs_swap_in(hs_slot *slot, hs_image *img, hs_cache_file *cand,
-               uint64_t *pause_ns, int *was_reset, hs_error *err);
+               hs_state *spare, uint64_t *pause_ns, int *was_reset,
+               hs_error *err);
 
 /* Unloads the live version with reason; the worker closes its image and
  * removes its copy; the fds and timers it registered are closed and

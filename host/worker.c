@@ -74,8 +74,12 @@ static void run_job(hs_open_job *job) {
                            "loaded, not the new copy",
                            job->file);
   }
-  if (job->rc == 0)
+  if (job->rc == 0) {
     prefault(job->img.handle);
+    /* Out of memory here is not an error: the swap allocates instead. */
+    hs_state_prepare(&job->state, job->img.desc->state_version,
+                     job->img.desc->state_size);
+  }
 }
 
 static void *thread_main(void *arg) {
@@ -129,6 +133,7 @@ static void finish(hs_worker *w, hs_open_job *job) {
   } else if (job->rc == 0) {
     hs_loader_close(&job->img, job->path); /* cancelled */
   }
+  hs_state_free(&job->state);
   free(job->path);
   free(job->file);
   free(job);

@@ -21,6 +21,7 @@
 #include "err.h"
 #include "loader.h"
 #include "loop.h"
+#include "state.h"
 
 typedef struct hs_worker hs_worker;
 typedef struct hs_open_job hs_open_job;
@@ -45,6 +46,9 @@ struct hs_open_job {
   int dirfd;            /* copy jobs: the directory of file */
   hs_cache_file copy;   /* close jobs: the copy to remove; copy jobs: the
                            copy made (the callback takes it over) */
+  hs_state state;       /* open jobs: the new version's zeroed state bytes,
+                           every page touched (the callback may take them
+                           over; freed after it) */
   char name[64];        /* close jobs: plugin name for the warning */
   uint64_t leaked;      /* close jobs: bytes of the image still mapped */
   hs_open_job *next;
@@ -76,9 +80,10 @@ int hs_worker_start(hs_worker *w, hs_loop *loop, hs_cache *cache);
  * thread, and joins the thread. */
 void hs_worker_stop(hs_worker *w);
 
-/* Opens path (see hs_loader_open) on the worker; cb runs later on the
- * loop. Returns the job (owned by the worker; valid until cb returns) or
- * NULL when out of memory. */
+/* Opens path (see hs_loader_open) on the worker and prepares the zeroed
+ * state its descriptor asks for (job->state: the swap then copies into
+ * pages already there); cb runs later on the loop. Returns the job (owned
+ * by the worker; valid until cb returns) or NULL when out of memory. */
 hs_open_job *hs_worker_open(hs_worker *w, const char *path, const char *file,
                             void *live, hs_open_cb cb, void *data);
 

@@ -309,7 +309,7 @@ static int child_typed(void) {
   hs_api_ctx_init(&ctx, "crash", "/", NULL, 0);
   ctx.desc = img.desc;
   CHECK(hs_state_init(&old, 1, img.desc->state_size) == 0);
-  CHECK(hs_state_migrate(&old, img.desc, &ctx, 0, "crash.so", &out, NULL,
+  CHECK(hs_state_migrate(&old, img.desc, &ctx, 0, "crash.so", NULL, &out, NULL,
                          &err) == HS_ECRASH);
   CHECK(strcmp(err.stage, "migrate") == 0);
   CHECK(strstr(err.msg, "migrate() of crash.so from state v1 to v2 crashed: "

@@ -128,7 +128,7 @@ static void test_state_compatible_copies_bytes(void **state) {
   hs_api_ctx_init(&ctx, "counter", HS_TEST_FIXTURES, NULL, 0);
   ctx.desc = img.desc;
   assert_int_equal(hs_state_migrate(&old, img.desc, &ctx, 0, "counter.so",
-                                    &out, &reset, &err),
+                                    NULL, &out, &reset, &err),
                    0);
   assert_int_equal(reset, 0);
   assert_ptr_not_equal(out.data, old.data);
@@ -138,6 +138,68 @@ static void test_state_compatible_copies_bytes(void **state) {
   hs_state_free(&out);
   hs_state_free(&old);
   hs_loader_close(&img, FIXTURE("counter_v1b"));
+}
+
+static void test_state_prepare_zeroes_every_page(void **state) {
+  hs_state s;
+  (void)state;
+  assert_int_equal(hs_state_prepare(&s, 4, 3 * 4096 + 5), 0);
+  assert_int_equal(s.version, 4);
+  assert_int_equal(s.size, 3 * 4096 + 5);
+  for (size_t i = 0; i < s.size; i++)
+    if (((unsigned char *)s.data)[i] != 0)
+      fail_msg("byte %zu is %u", i, ((unsigned char *)s.data)[i]);
+  hs_state_free(&s);
+  assert_int_equal(hs_state_prepare(&s, 1, 0), 0);
+  assert_null(s.data);
+}
+
+/* A spare that fits the layout becomes the new state's bytes; one that
+ * does not is freed, and so is one given to a migration that fails (ASan
+ * would report either left behind). */
+static void test_state_migrate_takes_over_the_spare(void **state) {
+  hs_image img;
+  hs_state old, out, spare;
+  hs_ctx ctx;
+  hs_error err;
+
+  (void)state;
+  old_v1(&old);
+  open_fixture(&img, FIXTURE("counter_v1b"));
+  hs_api_ctx_init(&ctx, "counter", HS_TEST_FIXTURES, NULL, 0);
+  ctx.desc = img.desc;
+
+  assert_int_equal(hs_state_prepare(&spare, 1, 16), 0);
+  void *bytes = spare.data;
+  assert_int_equal(hs_state_migrate(&old, img.desc, &ctx, 0, "counter.so",
+                                    &spare, &out, NULL, &err),
+                   0);
+  assert_ptr_equal(out.data, bytes);
+  assert_null(spare.data);
+  assert_memory_equal(out.data, old.data, 16);
+  hs_state_free(&out);
+
+  assert_int_equal(hs_state_prepare(&spare, 1, 8), 0); /* too small */
+  bytes = spare.data;
+  assert_int_equal(hs_state_migrate(&old, img.desc, &ctx, 0, "counter.so",
+                                    &spare, &out, NULL, &err),
+                   0);
+  assert_ptr_not_equal(out.data, bytes);
+  assert_null(spare.data);
+  assert_memory_equal(out.data, old.data, 16);
+  hs_state_free(&out);
+  hs_loader_close(&img, FIXTURE("counter_v1b"));
+
+  open_fixture(&img, FIXTURE("counter_v2_nomigrate"));
+  ctx.desc = img.desc;
+  assert_int_equal(hs_state_prepare(&spare, 2, 24), 0);
+  assert_int_equal(hs_state_migrate(&old, img.desc, &ctx, 0, "counter.so",
+                                    &spare, &out, NULL, &err),
+                   HS_ENOMIGRATE);
+  assert_null(spare.data);
+  assert_null(out.data);
+  hs_loader_close(&img, FIXTURE("counter_v2_nomigrate"));
+  hs_state_free(&old);
 }
 
 static void test_state_migrates_with_counter_v2(void **state) {
@@ -157,7 +219,7 @@ static void test_state_migrates_with_counter_v2(void **state) {
   ctx.desc = img.desc;
   read_log(log, sizeof(log));
   assert_int_equal(hs_state_migrate(&old, img.desc, &ctx, 0, "counter.so",
-                                    &out, &reset, &err),
+                                    NULL, &out, &reset, &err),
                    0);
   assert_int_equal(reset, 0);
   assert_int_equal(out.version, 2);
@@ -190,7 +252,7 @@ static void test_state_nomigrate_names_versions(void **state) {
   hs_error_clear(&err);
   memset(&out, 0x5a, sizeof(out));
   assert_int_equal(hs_state_migrate(&old, img.desc, &ctx, 0, "counter.so",
-                                    &out, NULL, &err),
+                                    NULL, &out, NULL, &err),
                    HS_ENOMIGRATE);
   assert_int_equal(err.code, HS_ENOMIGRATE);
   assert_string_equal(err.stage, "migrate");
@@ -214,7 +276,7 @@ static void test_state_nomigrate_backwards(void **state) {
   assert_int_equal(hs_state_init(&old, 2, sizeof(struct state_v2)), 0);
   open_fixture(&img, FIXTURE("counter_v1"));
   assert_int_equal(hs_state_migrate(&old, img.desc, NULL, 0, "counter.so",
-                                    &out, NULL, &err),
+                                    NULL, &out, NULL, &err),
                    HS_ENOMIGRATE);
   assert_string_equal(err.msg,
                       "state changes from v2 (24 bytes) to v1 (16 bytes) and "
@@ -237,7 +299,7 @@ static void test_state_allow_reset_zeroes(void **state) {
   open_fixture(&img, FIXTURE("counter_v2_nomigrate"));
   hs_api_ctx_init(&ctx, "counter", HS_TEST_FIXTURES, NULL, 0);
   assert_int_equal(hs_state_migrate(&old, img.desc, &ctx, 1, "counter.so",
-                                    &out, &reset, &err),
+                                    NULL, &out, &reset, &err),
                    0);
   assert_int_equal(reset, 1);
   assert_int_equal(out.version, 2);
@@ -248,7 +310,7 @@ static void test_state_allow_reset_zeroes(void **state) {
   hs_loader_close(&img, FIXTURE("counter_v2_nomigrate"));
   open_fixture(&img, FIXTURE("counter_v2"));
   assert_int_equal(hs_state_migrate(&old, img.desc, &ctx, 1, "counter.so",
-                                    &out, &reset, &err),
+                                    NULL, &out, &reset, &err),
                    0);
   assert_int_equal(reset, 0);
   assert_int_equal(((struct state_v2 *)out.data)->loads, 3);
@@ -289,7 +351,7 @@ static void test_state_size_change_needs_new_version(void **state) {
   old_v1(&old);
   assert_int_equal(hs_state_compatible(&old, &d), 0);
   assert_int_equal(
-      hs_state_migrate(&old, &d, NULL, 0, "counter.so", &out, NULL, &err),
+      hs_state_migrate(&old, &d, NULL, 0, "counter.so", NULL, &out, NULL, &err),
       HS_ENOMIGRATE);
   assert_string_equal(err.stage, "migrate");
   assert_string_equal(err.msg,
@@ -333,7 +395,7 @@ static void test_state_migrate_sees_new_state_in_ctx(void **state) {
   hs_api_ctx_init(&ctx, "t", "/", NULL, 0);
   ctx.state = &marker;
   assert_int_equal(
-      hs_state_migrate(&old, &d, &ctx, 0, "t.so", &out, NULL, &err), 0);
+      hs_state_migrate(&old, &d, &ctx, 0, "t.so", NULL, &out, NULL, &err), 0);
   assert_ptr_equal(seen_ctx_state, out.data);
   assert_ptr_equal(seen_new_state, out.data);
   assert_ptr_equal(ctx.state, &marker);
@@ -342,7 +404,7 @@ static void test_state_migrate_sees_new_state_in_ctx(void **state) {
 
   d.migrate = t_migrate_positive;
   assert_int_equal(
-      hs_state_migrate(&old, &d, &ctx, 0, "t.so", &out, NULL, &err),
+      hs_state_migrate(&old, &d, &ctx, 0, "t.so", NULL, &out, NULL, &err),
       HS_EMIGRATE);
   assert_string_equal(err.msg, "migrate() of t.so from state v1 to v1 "
                                "returned 7 (not a hotswap code)");
@@ -366,7 +428,7 @@ static void test_state_migrate_failure_names_code(void **state) {
   read_log(log, sizeof(log));
   hs_error_clear(&err);
   assert_int_equal(hs_state_migrate(&old, img.desc, &ctx, 1, "counter.so",
-                                    &out, NULL, &err),
+                                    NULL, &out, NULL, &err),
                    HS_EMIGRATE);
   assert_int_equal(err.code, HS_EMIGRATE);
   assert_string_equal(err.stage, "migrate");
@@ -512,6 +574,8 @@ int main(void) {
       cmocka_unit_test(test_state_init_zeroes),
       cmocka_unit_test(test_state_copy_and_move),
       cmocka_unit_test(test_state_compatible_copies_bytes),
+      cmocka_unit_test(test_state_prepare_zeroes_every_page),
+      cmocka_unit_test(test_state_migrate_takes_over_the_spare),
       cmocka_unit_test(test_state_migrates_with_counter_v2),
       cmocka_unit_test(test_state_nomigrate_names_versions),
       cmocka_unit_test(test_state_nomigrate_backwards),

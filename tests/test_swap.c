@@ -225,6 +225,7 @@ typedef struct swap_result {
   uint64_t pause_ns;
   int was_reset;
   char copy[512];   /* the candidate's copy */
+  void *spare;      /* the state bytes prepared for it, as the worker does */
 } swap_result;
 
 /* Opens a fresh cache copy of fixture and swaps it into the slot. */
@@ -232,6 +233,7 @@ static swap_result swap(env *e, const char *fixture) {
   char name[128];
   hs_cache_file cand;
   hs_image img;
+  hs_state spare;
   hs_error err;
   swap_result r;
 
@@ -242,13 +244,22 @@ static swap_result swap(env *e, const char *fixture) {
   snprintf(r.copy, sizeof(r.copy), "%s", cand.path);
   if (hs_loader_open(&img, cand.path, "counter.so", &err) != 0)
     fail_msg("hs_loader_open %s: %s", name, err.msg);
+  assert_int_equal(hs_state_prepare(&spare, img.desc->state_version,
+                                    img.desc->state_size),
+                   0);
+  r.spare = spare.data;
   mark(e);
   hs_error_clear(&r.err);
   r.was_reset = -1;
-  r.rc = hs_swap_in(e->slot, &img, &cand, &r.pause_ns, &r.was_reset, &r.err);
-  /* img and cand are taken over either way. */
+  r.rc = hs_swap_in(e->slot, &img, &cand, &spare, &r.pause_ns, &r.was_reset,
+                    &r.err);
+  /* img, cand and spare are taken over either way. */
   assert_null(img.handle);
   assert_null(cand.path);
+  assert_null(spare.data);
+  /* On success the live state is in the bytes prepared for it. */
+  if (r.rc == 0 && r.spare)
+    assert_ptr_equal(e->slot->state.data, r.spare);
   assert_true(r.pause_ns > 0);
   assert_true(r.was_reset == 0 || r.was_reset == 1);
   return r;

@@ -110,6 +110,8 @@ typedef struct result {
   int rc;
   hs_image img;      /* taken over from the job */
   hs_error err;
+  uint32_t state_version, state_size; /* of the prepared state */
+  int state_zero;    /* its bytes were all zero */
   hs_open_job *job;
 } result;
 
@@ -125,6 +127,12 @@ static void on_open(hs_open_job *job) {
   r->err = job->err;
   r->img = job->img; /* ours now */
   memset(&job->img, 0, sizeof(job->img));
+  /* The prepared state is left to the worker, which frees it. */
+  r->state_version = job->state.version;
+  r->state_size = job->state.size;
+  r->state_zero = 1;
+  for (uint32_t i = 0; i < job->state.size; i++)
+    r->state_zero &= ((unsigned char *)job->state.data)[i] == 0;
 }
 
 static void open_job(env *e, const char *path, void *live, result *r) {
@@ -185,6 +193,28 @@ static void test_worker_open_returns_descriptor(void **state) {
   assert_string_equal(r.img.desc->version, "1.0");
   assert_int_equal(r.img.desc->state_size, 16);
   assert_int_equal(hs_dl_is_loaded(f.path), 1);
+  assert_int_equal(hs_loader_close(&r.img, f.path), 1);
+  hs_cache_remove(&e->cache, &f);
+  /* The zeroed state of the descriptor's layout comes prepared. */
+  assert_int_equal(r.state_version, 1);
+  assert_int_equal(r.state_size, 16);
+  assert_int_equal(r.state_zero, 1);
+}
+
+/* Another layout, another prepared state. (The worker frees a prepared
+ * state nobody took, cancelled or not: these tests run under ASan too.) */
+static void test_worker_open_prepares_the_new_layout(void **state) {
+  env *e = *state;
+  hs_cache_file f;
+  result r;
+
+  copy_fixture(e, "counter_v2", &f);
+  open_job(e, f.path, NULL, &r);
+  wait_for(e, &r);
+  assert_int_equal(r.rc, 0);
+  assert_int_equal(r.state_version, 2);
+  assert_int_equal(r.state_size, 24);
+  assert_int_equal(r.state_zero, 1);
   assert_int_equal(hs_loader_close(&r.img, f.path), 1);
   hs_cache_remove(&e->cache, &f);
 }
@@ -430,6 +460,7 @@ int main(void) {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
   const struct CMUnitTest tests[] = {
       T(test_worker_open_returns_descriptor),
+      T(test_worker_open_prepares_the_new_layout),
       T(test_worker_open_bad_file_returns_loader_error),
       T(test_worker_open_missing_file_fails_in_open),
       T(test_worker_open_refuses_the_live_object),
