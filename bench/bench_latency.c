@@ -17,13 +17,94 @@
  * Two series: reloads GAP_MS apart (an edit now and then: the zygote's
  * spare validator is ready), and reloads back to back (the next rename as
  * soon as the previous reload is logged).
+ *
+ * First, what this machine charges for the hops a reload is made of, so
+ * that figures of different days and machines can be compared: a thread
+ * and a process woken after GAP_MS asleep and answering at once, as the
+ * host wakes its loader thread and its spare validator.
  */
+#include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "bench.h"
 
 #define GAP_MS 100
 #define WAIT_MS 20000
+
+/* ---- this machine's wake-ups ------------------------------------------ */
+
+#define WAKE_RUNS 30
+
+/* Reads one byte from fd, then writes it to out, until fd closes. */
+static void echo(int fd, int out) {
+  char c;
+  while (read(fd, &c, 1) == 1 && write(out, &c, 1) == 1)
+    ;
+}
+
+static void *echo_thread(void *arg) {
+  int *fds = arg;
+  echo(fds[0], fds[1]);
+  return NULL;
+}
+
+/* Round trips of one byte to a peer asleep in read() for GAP_MS, the
+ * answer awaited in poll() as the loop does: a thread of this process
+ * (over pipes; the loader thread answers through an eventfd) or another
+ * process (over a socketpair, as the spare validator is asked). */
+static void wake_ups(void) {
+  bench_samples thread = {0}, process = {0};
+  int to_thread[2], from_thread[2], sp[2];
+  pthread_t t;
+  pid_t pid;
+
+  if (pipe(to_thread) != 0 || pipe(from_thread) != 0 ||
+      socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) != 0)
+    return;
+  int tfds[2] = {to_thread[0], from_thread[1]};
+  if (pthread_create(&t, NULL, echo_thread, tfds) != 0)
+    return;
+  if ((pid = fork()) == 0) {
+    close(sp[0]);
+    echo(sp[1], sp[1]);
+    _exit(0);
+  }
+  close(sp[1]);
+  for (int i = 0; i < WAKE_RUNS && !bench_stopped(); i++) {
+    for (int k = 0; k < 2; k++) {
+      int out = k ? sp[0] : to_thread[1], in = k ? sp[0] : from_thread[0];
+      char c = 'x';
+      usleep(GAP_MS * 1000);
+      uint64_t t0 = bench_now_ns();
+      struct pollfd p = {in, POLLIN, 0};
+      if (write(out, &c, 1) != 1 || poll(&p, 1, 5000) != 1 ||
+          read(in, &c, 1) != 1)
+        break;
+      bench_samples_add(k ? &process : &thread,
+                        (double)(bench_now_ns() - t0) / 1e3);
+    }
+  }
+  close(to_thread[1]);
+  pthread_join(t, NULL);
+  close(sp[0]);
+  waitpid(pid, NULL, 0);
+  close(to_thread[0]);
+  close(from_thread[0]);
+  close(from_thread[1]);
+  printf("\nthis machine: a peer asleep %d ms, woken and answering\n",
+         GAP_MS);
+  bench_table_header();
+  bench_report("machine: thread woken, round trip", "us", &thread);
+  bench_report("machine: process woken, round trip", "us", &process);
+  bench_samples_free(&thread);
+  bench_samples_free(&process);
+}
+
+/* ---- reloads ----------------------------------------------------------- */
 
 static int series(bench_host *h, const char *title, int runs, int gap_ms,
                   int *variant) {
@@ -87,6 +168,7 @@ int main(void) {
   int rc = 1, variant = 0;
 
   bench_init("bench_latency", 600);
+  wake_ups();
   if (bench_host_init(&h) != 0)
     return 1;
   if (bench_host_source(&h, "small_a.so") ||

@@ -977,6 +977,36 @@ static int count_entries(const char *dir, const char *prefix) {
 
 int harness_fd_count(pid_t pid) { return proc_fd_count(pid); }
 
+int harness_fd_target(pid_t pid, int fd, char *out, size_t size) {
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)pid, fd);
+  ssize_t n = size ? readlink(path, out, size - 1) : -1;
+  if (n < 0)
+    return -1;
+  out[n] = '\0';
+  return 0;
+}
+
+int harness_holds(pid_t pid, const char *target) {
+  int n = proc_fd_count_to(pid, target);
+  return n < 0 ? -1 : n > 0;
+}
+
+int harness_fd_count_settled(const harness *h) {
+  uint64_t deadline = now_ms() + HARNESS_TIMEOUT_MS;
+  int pidfds;
+  while ((pidfds = proc_fd_count_to(h->pid, "anon_inode:[pidfd]")) != 1) {
+    if (pidfds < 0 || now_ms() >= deadline) {
+      fprintf(stderr, "harness: the host holds %d pidfds, not 1 (its "
+              "spare validator's), after %d ms\n", pidfds,
+              HARNESS_TIMEOUT_MS);
+      return -1;
+    }
+    sleep_ms(POLL_MS);
+  }
+  return proc_fd_count(h->pid);
+}
+
 int harness_maps_count(pid_t pid) { return proc_maps_count(pid); }
 
 int harness_cache_files(const harness *h) {

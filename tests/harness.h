@@ -261,6 +261,21 @@ int harness_wait_status(harness *h, const char *plugin, const char *key,
 /* Entries of /proc/PID/fd, -1 on error. */
 int harness_fd_count(pid_t pid);
 
+/* What fd of pid points at (the readlink(2) text of /proc/PID/fd/FD, e.g.
+ * "socket:[1234]"), into out. Returns 0 or -1. */
+int harness_fd_target(pid_t pid, int fd, char *out, size_t size);
+
+/* 1 if some fd of pid points at target (as harness_fd_target gives it),
+ * 0 if none, -1 on error. */
+int harness_holds(pid_t pid, const char *target);
+
+/* The host's open fds once it is settled, so that counts taken at other
+ * times compare: its spare validator handed over (the zygote forks one
+ * 20 ms after the last validation, later on a loaded machine; the host
+ * then holds its socket and pidfd, and no other pidfd). -1 if it does not
+ * settle in time. */
+int harness_fd_count_settled(const harness *h);
+
 /* Lines of /proc/PID/maps, -1 on error. */
 int harness_maps_count(pid_t pid);
 

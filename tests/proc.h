@@ -11,4 +11,8 @@ int proc_maps_count(pid_t pid);
 /* Entries of /proc/PID/fd (open fds), or -1. */
 int proc_fd_count(pid_t pid);
 
+/* Entries of /proc/PID/fd that point at target (the text readlink(2)
+ * gives, e.g. "socket:[1234]" or "anon_inode:[pidfd]"), or -1. */
+int proc_fd_count_to(pid_t pid, const char *target);
+
 #endif /* HS_TEST_PROC_H */

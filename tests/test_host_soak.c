@@ -42,7 +42,7 @@ static usage measure(harness *h) {
    * the time it answers. */
   assert_int_equal(harness_wait_cache_files(h, 1), 0);
   assert_int_equal(harness_status(h, json, sizeof(json)), 0);
-  u.fds = harness_fd_count(h->pid);
+  u.fds = harness_fd_count_settled(h);
   u.maps = harness_maps_count(h->pid);
   u.cache = harness_cache_files(h);
   assert_true(u.fds > 0 && u.maps > 0 && u.cache >= 0);
