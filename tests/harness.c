@@ -254,7 +254,7 @@ int harness_start(harness *h, const char *const *args) {
   argv[n++] = (char *)"--settle";
   argv[n++] = (char *)"30";
   argv[n++] = (char *)"--sandbox-timeout";
-  argv[n++] = (char *)"1500";
+  argv[n++] = (char *)"20000"; /* HARNESS_TIMEOUT_MS: see harness.h */
   for (size_t i = 0; args != NULL && args[i] != NULL; i++) {
     if (n + 2 >= ARGV_MAX)
       return -1;

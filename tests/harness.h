@@ -94,8 +94,11 @@ int harness_env(harness *h, const char *assignment);
 /*
  * Starts the host in its own process group, stderr and stdout appended to
  * h->log:
- *   HS_TEST_BIN --control C --cache-dir D --settle 30 --sandbox-timeout 1500
+ *   HS_TEST_BIN --control C --cache-dir D --settle 30 --sandbox-timeout 20000
  *               [args...] PLUGINS
+ * (A validation may take as long as a test waits: on a loaded machine
+ * under ASan a good one took more than 1.5 s. Tests that wait for a hang
+ * to be killed pass a shorter --sandbox-timeout in args.)
  * args is NULL or a NULL-terminated list of extra options. Waits for the
  * host's "started" line (text, or JSON with "--log-format json" in args)
  * and moves h->offset past it. Returns 0, or -1 if
