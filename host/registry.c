@@ -716,7 +716,8 @@ void hs_registry_changed(hs_registry *reg, const char *file) {
   }
   struct stat st;
   if (strchr(file, '/') ||
-      (file[0] != '.' && fstatat(reg->dirfd, file, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+      (file[0] != '.' &&
+       fstatat(reg->dirfd, file, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
        S_ISDIR(st.st_mode))) {
     dir_changed(reg, file);
     return;

@@ -606,7 +606,8 @@ static int send_to_zygote(hs_sandbox_pool *pool, hs_sandbox *sb,
 /* Hands one request (the child's argv, NUL-separated, and a state fd) to
  * the spare or the zygote, and watches its report. Takes over statefd. */
 static int submit(hs_sandbox **out, hs_sandbox_pool *pool, hs_sandbox *sb,
-                  int statefd, hs_buf *msg, uint32_t timeout_ms, hs_error *err) {
+                  int statefd, hs_buf *msg, uint32_t timeout_ms,
+                  hs_error *err) {
   int report[2] = {-1, -1}, stages[2] = {-1, -1}, rc;
 
   sb->pool = pool;

@@ -170,8 +170,8 @@ int hs_sandbox_child_main(int argc, char **argv) {
 #endif
   hs_error_clear(&err);
 
-  /* A private copy of the snapshot before anything else (sandbox.h:
-   * the host writes the next one into the same memfd). */
+  /* The snapshot, mapped copy-on-write: what the plugin writes stays
+   * here, and the host leaves it alone until the verdict (state.h). */
   if (has_state && hs_state_map_fd(&live, STATE_FD, sv, ss) != 0) {
     hs_error_set(&err, HS_EIO, "sandbox", "cannot read the live state of %s",
                  file);
@@ -216,8 +216,8 @@ int hs_sandbox_child_main(int argc, char **argv) {
   if (has_state && hs_state_compatible(&live, desc)) {
     hs_state_move(&st, &live); /* a private copy already: no second one */
   } else if (has_state) {
-    rc = hs_state_migrate(&live, desc, &ctx, allow_reset, file, NULL, &st, NULL,
-                          &err);
+    rc = hs_state_migrate(&live, desc, &ctx, allow_reset, file, NULL, &st,
+                          NULL, &err);
     if (rc != 0)
       _exit(fail(&err));
   } else if (hs_state_init(&st, desc->state_version, desc->state_size) != 0) {

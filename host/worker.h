@@ -8,9 +8,10 @@
  * descriptor checked, pages prefaulted) and closes the retired image after
  * it, so the loop only runs the transaction itself: old unload -> state ->
  * new load. It also copies changed files into the cache (copy, hash, ELF
- * check: tens of milliseconds for a large plugin) before validation. Results come back to the loop through an eventfd; callbacks
- * always run on the loop thread. Only copies the sandbox has accepted are
- * ever opened here.
+ * check: tens of milliseconds for a large plugin) before validation, and
+ * prepares the state bytes a version it opened will need. Results come
+ * back to the loop through an eventfd; callbacks always run on the loop
+ * thread. Only copies the sandbox has accepted are ever opened here.
  */
 #ifndef HS_WORKER_H
 #define HS_WORKER_H

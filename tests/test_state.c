@@ -229,8 +229,8 @@ static void test_state_migrates_with_counter_v2(void **state) {
   assert_int_equal(v2->ticks, 7);
   assert_int_equal(v2->migrated_from, 1);
   assert_int_equal(v2->padding_zero, 0);
-  assert_non_null(
-      strstr(read_log(log, sizeof(log)), "migrated v1 (16 bytes) to v2 loads=3"));
+  assert_non_null(strstr(read_log(log, sizeof(log)),
+                         "migrated v1 (16 bytes) to v2 loads=3"));
   assert_null(ctx.state); /* put back after migrate() */
   /* old is untouched: the previous version may still need it. */
   assert_int_equal(((struct state_v1 *)old.data)->loads, 3);

@@ -195,28 +195,31 @@ static void test_worker_open_returns_descriptor(void **state) {
   assert_int_equal(hs_dl_is_loaded(f.path), 1);
   assert_int_equal(hs_loader_close(&r.img, f.path), 1);
   hs_cache_remove(&e->cache, &f);
-  /* The zeroed state of the descriptor's layout comes prepared. */
-  assert_int_equal(r.state_version, 1);
-  assert_int_equal(r.state_size, 16);
-  assert_int_equal(r.state_zero, 1);
 }
 
-/* Another layout, another prepared state. (The worker frees a prepared
- * state nobody took, cancelled or not: these tests run under ASan too.) */
-static void test_worker_open_prepares_the_new_layout(void **state) {
-  env *e = *state;
+/* An open of fixture comes with the zeroed state of its layout. */
+static void expect_prepared(env *e, const char *fixture, uint32_t version,
+                            uint32_t size) {
   hs_cache_file f;
   result r;
 
-  copy_fixture(e, "counter_v2", &f);
+  copy_fixture(e, fixture, &f);
   open_job(e, f.path, NULL, &r);
   wait_for(e, &r);
   assert_int_equal(r.rc, 0);
-  assert_int_equal(r.state_version, 2);
-  assert_int_equal(r.state_size, 24);
+  assert_int_equal(r.state_version, version);
+  assert_int_equal(r.state_size, size);
   assert_int_equal(r.state_zero, 1);
   assert_int_equal(hs_loader_close(&r.img, f.path), 1);
   hs_cache_remove(&e->cache, &f);
+}
+
+/* Each layout its prepared state. (The worker frees a prepared state
+ * nobody took, cancelled or not: these tests run under ASan too.) */
+static void test_worker_open_prepares_the_state(void **state) {
+  env *e = *state;
+  expect_prepared(e, "counter_v1", 1, 16);
+  expect_prepared(e, "counter_v2", 2, 24);
 }
 
 static void expect_open_error(env *e, const char *fixture, int code,
@@ -460,7 +463,7 @@ int main(void) {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
   const struct CMUnitTest tests[] = {
       T(test_worker_open_returns_descriptor),
-      T(test_worker_open_prepares_the_new_layout),
+      T(test_worker_open_prepares_the_state),
       T(test_worker_open_bad_file_returns_loader_error),
       T(test_worker_open_missing_file_fails_in_open),
       T(test_worker_open_refuses_the_live_object),
