@@ -62,11 +62,9 @@ static void wake_ups(void) {
   pthread_t t;
   pid_t pid;
 
-  if (pipe(to_thread) != 0 || pipe(from_thread) != 0 ||
-      socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) != 0)
-    return;
-  int tfds[2] = {to_thread[0], from_thread[1]};
-  if (pthread_create(&t, NULL, echo_thread, tfds) != 0)
+  /* The process first: a child forked later would hold the thread's pipe
+   * open, and the thread would never see it close. */
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) != 0)
     return;
   if ((pid = fork()) == 0) {
     close(sp[0]);
@@ -74,6 +72,18 @@ static void wake_ups(void) {
     _exit(0);
   }
   close(sp[1]);
+  if (pid < 0 || pipe(to_thread) != 0 || pipe(from_thread) != 0) {
+    close(sp[0]);
+    if (pid > 0)
+      waitpid(pid, NULL, 0);
+    return;
+  }
+  int tfds[2] = {to_thread[0], from_thread[1]};
+  if (pthread_create(&t, NULL, echo_thread, tfds) != 0) {
+    close(sp[0]);
+    waitpid(pid, NULL, 0);
+    return;
+  }
   for (int i = 0; i < WAKE_RUNS && !bench_stopped(); i++) {
     for (int k = 0; k < 2; k++) {
       int out = k ? sp[0] : to_thread[1], in = k ? sp[0] : from_thread[0];
