@@ -834,6 +834,14 @@ int bench_proc_maps(pid_t pid) { return proc_maps_count(pid); }
 
 int bench_proc_fds(pid_t pid) { return proc_fd_count(pid); }
 
+int bench_host_settled(bench_host *h, int timeout_ms) {
+  for (int waited = 0;
+       proc_fd_count_to(h->pid, "anon_inode:[pidfd]") != 1; waited += 10)
+    if (waited >= timeout_ms || bench_host_idle(h, 10) != 0)
+      return -1;
+  return 0;
+}
+
 long bench_ticks_per_s(void) { return sysconf(_SC_CLK_TCK); }
 
 /* ---- HTTP load: two client threads -------------------------------------- */

@@ -271,6 +271,12 @@ int bench_proc_children(pid_t pid, pid_t *out, int max);
 int bench_proc_maps(pid_t pid);
 int bench_proc_fds(pid_t pid);
 
+/* Waits (up to timeout_ms, the host's log drained meanwhile) until the
+ * host holds its spare validator: the zygote hands one over 20 ms after
+ * the last validation, with a socket and a pidfd, so fd counts taken
+ * before and after compare. Returns 0, or -1 on timeout. */
+int bench_host_settled(bench_host *h, int timeout_ms);
+
 /* Clock ticks per second (for cpu_ticks). */
 long bench_ticks_per_s(void);
 
