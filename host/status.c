@@ -2,6 +2,7 @@
 #include "status.h"
 
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -96,14 +97,20 @@ static const char *events_word(uint32_t ev) {
   return words[ev & 3];
 }
 
-/* The fds and timers the plugin registered: "7 (read), 9 (read+write)". */
+/* The fds and timers the plugin registered: "7 (read), 9 (read+write,
+ * kept as http.listen)", the name being the fd's in systemd's fd store
+ * (fd_keep; recorded without systemd too). */
 static void text_registrations(hs_buf *out, const hs_slot *s) {
   text_field(out, "fds");
   if (!s->ctx.fds)
     hs_buf_puts(out, "none");
-  for (const hs_fdreg *r = s->ctx.fds; r; r = r->next)
-    hs_buf_printf(out, "%s%d (%s)", r == s->ctx.fds ? "" : ", ", r->fd,
+  for (const hs_fdreg *r = s->ctx.fds; r; r = r->next) {
+    hs_buf_printf(out, "%s%d (%s", r == s->ctx.fds ? "" : ", ", r->fd,
                   events_word(r->events));
+    if (r->name[0])
+      hs_buf_printf(out, ", kept as %s.%s", s->name, r->name);
+    hs_buf_puts(out, ")");
+  }
   hs_buf_puts(out, "\n");
   text_field(out, "timers");
   if (!s->ctx.timers)
@@ -323,11 +330,21 @@ static void format_json_slot(hs_buf *out, const hs_slot *s) {
                   s->leaked_bytes, s->leaked_images);
   json_crashes(out, s);
   hs_buf_puts(out, ",\"fds\":[");
-  for (const hs_fdreg *r = s->ctx.fds; r; r = r->next)
+  for (const hs_fdreg *r = s->ctx.fds; r; r = r->next) {
     hs_buf_printf(out,
-                  "%s{\"fd\":%d,\"events\":\"%s\",\"token\":%" PRIu64 "}",
+                  "%s{\"fd\":%d,\"events\":\"%s\",\"token\":%" PRIu64
+                  ",\"kept\":",
                   r == s->ctx.fds ? "" : ",", r->fd, events_word(r->events),
                   r->token);
+    if (r->name[0]) {
+      char full[NAME_MAX + sizeof(r->name) + 2];
+      snprintf(full, sizeof(full), "%s.%s", s->name, r->name);
+      hs_buf_json_str(out, full); /* a file's name: may need escapes */
+    } else {
+      hs_buf_puts(out, "null");
+    }
+    hs_buf_puts(out, "}");
+  }
   hs_buf_puts(out, "],\"timers\":[");
   for (const hs_timerreg *t = s->ctx.timers; t; t = t->next)
     hs_buf_printf(out,

@@ -259,9 +259,13 @@ static void test_host_net_echo_line_too_long_closes(void **state) {
 
 static void test_host_net_http_get_and_keep_alive(void **state) {
   harness *h = *state;
-  char buf[4096];
+  char buf[4096], json[16384];
 
   int port = start_server(h, "http", "HTTP_VERSION");
+  /* Its listener has the name it keeps in systemd's fd store, shown also
+   * without systemd. */
+  assert_int_equal(harness_status(h, json, sizeof(json)), 0);
+  assert_true(harness_contains(json, "\"kept\":\"http.listen\"}"));
   int fd = connect_to(port);
   get(fd, buf, sizeof(buf));
   assert_true(harness_contains(buf, "HTTP/1.1 200 OK\r\n"));

@@ -297,6 +297,10 @@ static void test_host_systemd_plugin_socket_kept(void **state) {
   assert_true(collect_notify(sock, "READY=1", seen, sizeof(seen)) != -2);
   /* Misuse changed nothing in the store. */
   assert_true(harness_lacks(seen, "FDSTOREREMOVE"));
+  /* Status names the fd as the store does. */
+  char json[16384];
+  assert_int_equal(harness_status(h, json, sizeof(json)), 0);
+  assert_true(harness_contains(json, "\"kept\":\"listener.listen\"}"));
 
   snprintf(want, sizeof(want), "listener l1 %d\n", port);
   exchange(connect_local(port), NULL, reply, sizeof(reply));

@@ -191,6 +191,7 @@ static int setup(void **state) {
   f->fds[1].fd = 9;
   f->fds[1].events = HS_IO_READ | HS_IO_WRITE;
   f->fds[1].token = 3;
+  snprintf(f->fds[1].name, sizeof(f->fds[1].name), "listen"); /* fd_keep */
   f->live.ctx.fds = &f->fds[0];
   f->timer.id = 1;
   f->timer.repeat_ms = 100;
@@ -300,7 +301,8 @@ static void test_status_text_live_plugin_fields(void **state) {
                          "pause 85 us\n"
                          "last error   none\n"
                          "crashes      none\n"
-                         "fds          7 (read), 9 (read+write)\n"
+                         "fds          7 (read), 9 (read+write, kept as "
+                         "counter.listen)\n"
                          "timers       #1 (every 100 ms), ticks every 1000 "
                          "ms");
   free(b);
@@ -403,8 +405,9 @@ static void test_status_json_exact(void **state) {
       "\"reloads\":1,\"last_error\":null,"
       "\"last_reload\":{\"validated_us\":3100,\"swapped_us\":3400,"
       "\"pause_us\":85},\"crashes\":0,\"last_crash\":null,"
-      "\"fds\":[{\"fd\":7,\"events\":\"read\",\"token\":0},"
-      "{\"fd\":9,\"events\":\"read+write\",\"token\":3}],"
+      "\"fds\":[{\"fd\":7,\"events\":\"read\",\"token\":0,\"kept\":null},"
+      "{\"fd\":9,\"events\":\"read+write\",\"token\":3,"
+      "\"kept\":\"counter.listen\"}],"
       "\"timers\":[{\"id\":1,\"repeat_ms\":100,\"token\":5}],"
       "\"tick_ms\":1000},"
       "{\"name\":\"meter\",\"status\":\"rejected\",\"version\":null,"
