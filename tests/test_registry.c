@@ -35,18 +35,14 @@
 #include "loop.h"
 #include "registry.h"
 #include "sandbox.h"
+#include "fixtures/fixture_state.h"
 
 #define MS 1000000ull
 #define WAIT_MS 30000
 
-/* The fixture's state layouts (tests/fixtures/fixture.c). */
-typedef struct v1 {
-  uint64_t loads, ticks;
-} v1;
-typedef struct v2 {
-  uint64_t loads, ticks;
-  uint32_t migrated_from, padding_zero;
-} v2;
+/* The fixture's state layouts. */
+typedef struct state_v1 v1;
+typedef struct state_v2 v2;
 
 typedef struct env {
   char tmp[64];     /* holds the plugin directory and the cache */

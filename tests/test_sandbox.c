@@ -38,6 +38,7 @@
 #include "loop.h"
 #include "sandbox.h"
 #include "state.h"
+#include "fixtures/fixture_state.h"
 
 #define FIXTURE(name) HS_TEST_FIXTURES "/" name ".so"
 #define MS 1000000ull
@@ -379,11 +380,11 @@ static void expect_verdict(const hs_verdict *v, int code, const char *stage,
     fail_msg("verdict message \"%s\" lacks \"%s\"", v->err.msg, text);
 }
 
-/* A state of layout v1 (the fixture's struct state_v1) with these counts. */
+/* A state of layout v1 with these counts. */
 static void state_v1(hs_state *st, uint64_t loads, uint64_t ticks) {
-  assert_int_equal(hs_state_init(st, 1, 16), 0);
-  memcpy(st->data, &loads, 8);
-  memcpy((char *)st->data + 8, &ticks, 8);
+  struct state_v1 v = {loads, ticks};
+  assert_int_equal(hs_state_init(st, 1, sizeof(v)), 0);
+  memcpy(st->data, &v, sizeof(v));
 }
 
 /* ---- verdicts on each fixture ---------------------------------------- */
@@ -550,11 +551,10 @@ static void test_sandbox_migrates_v1_state_to_v2(void **state) {
   assert_true(log_contains(e, "counter sandbox: load reload version 2.0 "
                               "loads=7"));
   /* The live state is only read. */
-  uint64_t loads, ticks;
-  memcpy(&loads, st.data, 8);
-  memcpy(&ticks, (char *)st.data + 8, 8);
-  assert_int_equal(loads, 7);
-  assert_int_equal(ticks, 9);
+  struct state_v1 live;
+  memcpy(&live, st.data, sizeof(live));
+  assert_int_equal(live.loads, 7);
+  assert_int_equal(live.ticks, 9);
   hs_state_free(&st);
 }
 

@@ -19,17 +19,10 @@
 #include "loader.h"
 #include "log.h"
 #include "state.h"
+#include "fixtures/fixture_state.h"
 
 #define FIXTURE(name) HS_TEST_FIXTURES "/" name ".so"
 
-/* The fixture's layouts (tests/fixtures/fixture.c). */
-struct state_v1 {
-  uint64_t loads, ticks;
-};
-struct state_v2 {
-  uint64_t loads, ticks;
-  uint32_t migrated_from, padding_zero;
-};
 
 /* A v1 state as counter_v1 leaves it: loads=3, ticks=7. */
 static void old_v1(hs_state *s) {
