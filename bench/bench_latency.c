@@ -6,8 +6,8 @@
  * slept on or polled but that pipe.
  *
  * The host runs with --log-level debug, which splits its share:
- *   copy    change seen -> copied into the cache and the request sent to
- *           the validator (on the loop)
+ *   copy    change seen -> copied into the cache (copier thread) and the
+ *           request sent to the validator (loop)
  *   sandbox request sent -> the validator's verdict
  *   swap    verdict -> swapped (open and prefault on the loader thread,
  *           then the pause)

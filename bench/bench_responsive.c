@@ -8,7 +8,8 @@
  * receive: hs_ctl_request) and reports probe latency while idle and while
  * a reload is under way (rename -> "reloaded" line). Then the same while
  * a ~10 MB plugin (1 MiB of state) is reloaded BIG_RELOADS times: its copy
- * into the cache and the copy of its state into a memfd run on the loop.
+ * into the cache runs on the copier thread, the copy of its state into
+ * its snapshot memfd on the loop.
  *
  * For contrast, measured in this process afterwards, what the host avoids
  * by validating in a zygote's prefaulted spare instead of forking itself:

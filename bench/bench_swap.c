@@ -15,9 +15,10 @@
  * `bench_swap A.so B.so [RELOADS]` runs two other builds from the bench
  * plugin directory instead; $HOTSWAP_BENCH_VERBOSE prints every reload.
  *
- * Also printed, from the same reloads: the copy into the cache (done on
- * the loop: it blocks the loop too, outside "paused the loop"), and the
- * total from rename to the "reloaded" line.
+ * Also printed, from the same reloads: from the change seen to the request
+ * sent to the validator (the copy into the cache, on the copier thread;
+ * the state's snapshot, on the loop), and the total from rename to the
+ * "reloaded" line.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -107,7 +108,7 @@ static int run_case(const swap_case *c) {
   snprintf(metric, sizeof(metric), "%s: swap pause (paused the loop)",
            c->title);
   bench_report(metric, "us", &pause);
-  snprintf(metric, sizeof(metric), "%s: copy+hash+request, on the loop",
+  snprintf(metric, sizeof(metric), "%s: seen -> copied, request sent",
            c->title);
   bench_report(metric, "us", &copy);
   snprintf(metric, sizeof(metric), "%s: rename -> reloaded line", c->title);
