@@ -9,6 +9,9 @@
 #include "registry.h"
 #include "swap.h"
 
+_Static_assert(HS_CRASH_LIMIT_MAX == HS_HANDOFF_CRASH_TIMES,
+               "a handoff carries every crash time hs_crash keeps");
+
 static void grace_over(hs_timer *t) {
   hs_crash_drop(t->data);
 }
@@ -120,6 +123,15 @@ static void quarantine(hs_slot *slot, int held) {
   c->held_hash = hash;
 }
 
+/* The slot's last error for the crash its record describes. */
+static void crash_error(hs_slot *slot) {
+  const hs_crash *c = &slot->crash;
+  const char *callback = c->last.callback ? c->last.callback : "crash";
+  hs_error_set(&slot->last_error, HS_ECRASH, callback,
+               "%s() of version %s crashed: %s; %s", callback,
+               c->last_version, c->last_what, c->last_detail);
+}
+
 void hs_crash_fault(hs_ctx *ctx, const hs_guard_fault *f) {
   hs_slot *slot = ctx->owner;
   hs_crash *c = &slot->crash;
@@ -169,9 +181,7 @@ void hs_crash_fault(hs_ctx *ctx, const hs_guard_fault *f) {
              slot->file);
   }
   record(slot, f, version, action, detail);
-  hs_error_set(&slot->last_error, HS_ECRASH, f->callback,
-               "%s() of version %s crashed: %s; %s", f->callback, version,
-               c->last_what, detail);
+  crash_error(slot);
 }
 
 int hs_crash_holds(const hs_slot *slot, uint64_t hash, hs_error *err) {
@@ -185,4 +195,83 @@ int hs_crash_holds(const hs_slot *slot, uint64_t hash, hs_error *err) {
                slot->name, slot->reg->opts.crash_limit, HS_CRASH_WINDOW_S,
                slot->file);
   return 1;
+}
+
+/* The host's own static string for a callback or action name read from a
+ * handoff (hs_crash keeps those as static strings), or NULL if name is
+ * empty or none of list. */
+static const char *known(const char *name, const char *const *list) {
+  for (; name && *name && *list; list++)
+    if (strcmp(name, *list) == 0)
+      return *list;
+  return NULL;
+}
+
+static const char *const callbacks[] = {
+    "load", "unload", "tick", "on_io", "on_timer", "on_config", "migrate",
+    NULL};
+static const char *const actions[] = {"rollback",    "quarantine",
+                                      "crash-loop",  "swap-failed",
+                                      "continued",   NULL};
+
+void hs_crash_save(const hs_slot *slot, hs_handoff_crash *h) {
+  const hs_crash *c = &slot->crash;
+
+  memset(h, 0, sizeof(*h));
+  h->quarantined = c->quarantined;
+  h->held = c->held;
+  h->held_hash = c->held_hash;
+  h->count = c->count;
+  /* The ring, oldest first. */
+  unsigned first = c->ntimes < HS_CRASH_LIMIT_MAX ? 0 : c->next;
+  h->ntimes = c->ntimes;
+  for (unsigned i = 0; i < c->ntimes; i++)
+    h->times[i] = c->times[(first + i) % HS_CRASH_LIMIT_MAX];
+  if (!c->count)
+    return;
+  h->callback = (char *)(c->last.callback ? c->last.callback : "");
+  h->version = (char *)c->last_version;
+  h->what = (char *)c->last_what;
+  h->where = (char *)c->last_where;
+  h->action = (char *)(c->last_action ? c->last_action : "");
+  h->detail = (char *)c->last_detail;
+  h->signo = c->last.signo;
+  h->code = c->last.code;
+  h->hang = c->last.hang;
+  h->addr = c->last.addr;
+  h->pc = c->last.pc;
+  h->at = c->last_at;
+}
+
+void hs_crash_restore(hs_slot *slot, const hs_handoff_crash *h) {
+  hs_crash *c = &slot->crash;
+
+  c->quarantined = h->quarantined;
+  c->held = h->held;
+  c->held_hash = h->held_hash;
+  c->count = h->count;
+  c->ntimes = h->ntimes < HS_CRASH_LIMIT_MAX ? h->ntimes : HS_CRASH_LIMIT_MAX;
+  for (unsigned i = 0; i < c->ntimes; i++)
+    c->times[i] = h->times[i];
+  c->next = c->ntimes % HS_CRASH_LIMIT_MAX;
+  if (!h->count)
+    return;
+  memset(&c->last, 0, sizeof(c->last));
+  c->last.callback = known(h->callback, callbacks);
+  c->last.signo = h->signo;
+  c->last.code = h->code;
+  c->last.hang = h->hang;
+  c->last.addr = (uintptr_t)h->addr;
+  c->last.pc = (uintptr_t)h->pc;
+  c->last_action = known(h->action, actions);
+  snprintf(c->last_version, sizeof(c->last_version), "%s",
+           h->version ? h->version : "");
+  snprintf(c->last_what, sizeof(c->last_what), "%s", h->what ? h->what : "");
+  snprintf(c->last_where, sizeof(c->last_where), "%s",
+           h->where ? h->where : "");
+  snprintf(c->last_detail, sizeof(c->last_detail), "%s",
+           h->detail ? h->detail : "");
+  c->last_at = h->at;
+  if (c->quarantined)
+    crash_error(slot); /* what the last error was before the upgrade */
 }

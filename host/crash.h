@@ -39,6 +39,7 @@
 #include "cache.h"
 #include "err.h"
 #include "guard.h"
+#include "handoff.h"
 #include "loader.h"
 #include "loop.h"
 #include "state.h"
@@ -113,6 +114,16 @@ void hs_crash_fault(hs_ctx *ctx, const hs_guard_fault *f);
 void hs_crash_note(struct hs_slot *slot, const hs_guard_fault *f,
                    const void *image, const char *version,
                    const char *action, const char *detail);
+
+/* A host upgrade (handoff.h): copies what slot->crash knows of crashes
+ * (quarantine, crash-loop hold, the crash times, the last crash) into h,
+ * whose strings then borrow slot's. The version kept for a rollback is
+ * not carried: the new image has none. */
+void hs_crash_save(const struct hs_slot *slot, hs_handoff_crash *h);
+
+/* In the new image: takes what h says back into slot->crash (strings are
+ * copied; callback and action names become the host's own). */
+void hs_crash_restore(struct hs_slot *slot, const hs_handoff_crash *h);
 
 /* Returns 1 and fills err (HS_ECRASH, stage "crash") if the candidate
  * with content hash must not be tried: the plugin is held after a crash

@@ -32,9 +32,35 @@ static void put_str(hs_buf *b, const char *s) {
   put(b, s ? s : "", n);
 }
 
+/* What the host knew of a slot's crashes (format 2 on). */
+static void put_crash(hs_buf *b, const hs_handoff_crash *c) {
+  put_u32(b, (uint32_t)c->quarantined);
+  put_u32(b, (uint32_t)c->held);
+  put_u64(b, c->held_hash);
+  put_u32(b, c->count);
+  uint32_t n = c->ntimes < HS_HANDOFF_CRASH_TIMES ? c->ntimes
+                                                  : HS_HANDOFF_CRASH_TIMES;
+  put_u32(b, n);
+  for (uint32_t i = 0; i < n; i++)
+    put_u64(b, c->times[i]);
+  put_str(b, c->callback);
+  put_str(b, c->version);
+  put_str(b, c->what);
+  put_str(b, c->where);
+  put_str(b, c->action);
+  put_str(b, c->detail);
+  put_u32(b, (uint32_t)c->signo);
+  put_u32(b, (uint32_t)c->code);
+  put_u32(b, (uint32_t)c->hang);
+  put_u64(b, c->addr);
+  put_u64(b, c->pc);
+  put_i64(b, c->at);
+}
+
 /* The metadata of a slot; its state bytes go to the blob area after all
  * metadata, at *blob (advanced). */
-static void put_slot(hs_buf *b, const hs_handoff_slot *s, uint64_t *blob) {
+static void put_slot(hs_buf *b, const hs_handoff_slot *s, uint32_t format,
+                     uint64_t *blob) {
   put_str(b, s->file);
   put_u32(b, (uint32_t)s->loaded);
   put_str(b, s->copy_path);
@@ -75,6 +101,8 @@ static void put_slot(hs_buf *b, const hs_handoff_slot *s, uint64_t *blob) {
     put_str(b, s->outputs[i].name);
   }
   put_u64(b, s->failed_key);
+  if (format >= 2)
+    put_crash(b, &s->crash);
 }
 
 static int write_all(int fd, const char *p, size_t n) {
@@ -94,7 +122,13 @@ int hs_handoff_write(const hs_handoff *h, hs_error *err) {
   hs_buf b;
   char head[HEADER_SIZE];
   int fd, rc;
+  uint32_t version = h->version ? h->version : HS_HANDOFF_VERSION;
 
+  if (version > HS_HANDOFF_VERSION)
+    return hs_error_set(err, HS_EINVAL, "handoff",
+                        "cannot write handoff format %u; this hotswap writes "
+                        "formats 1 to %d",
+                        version, HS_HANDOFF_VERSION);
   hs_buf_init(&b);
   put_str(&b, h->host_version);
   put_u32(&b, h->reexecs);
@@ -112,13 +146,12 @@ int hs_handoff_write(const hs_handoff *h, hs_error *err) {
   put_u32(&b, (uint32_t)h->nslots);
   uint64_t blob = 0;
   for (size_t i = 0; i < h->nslots; i++)
-    put_slot(&b, &h->slots[i], &blob);
+    put_slot(&b, &h->slots[i], version, &blob);
   if (b.oom) {
     hs_buf_free(&b);
     return hs_error_set(err, HS_ENOMEM, "handoff", "out of memory");
   }
 
-  uint32_t version = HS_HANDOFF_VERSION;
   uint64_t len = b.len, hash = hs_hash(b.data, b.len);
   memcpy(head, HS_HANDOFF_MAGIC, 8);
   memcpy(head + 8, &version, 4);
@@ -154,6 +187,7 @@ typedef struct reader {
   const unsigned char *p, *end; /* the metadata */
   const unsigned char *blob;    /* the state bytes after it */
   size_t blob_size;
+  uint32_t version; /* the format */
   int bad;   /* ran past the end, or a count out of bounds */
   int short_blob; /* a state's bytes lie past the end of the file */
 } reader;
@@ -228,6 +262,32 @@ static void populate(void *p, size_t size) {
     madvise((void *)start, end - start, MADV_POPULATE_WRITE);
 }
 
+static void get_crash(reader *r, hs_handoff_crash *c) {
+  c->quarantined = get_u32(r) != 0;
+  c->held = get_u32(r) != 0;
+  c->held_hash = get_u64(r);
+  c->count = get_u32(r);
+  c->ntimes = get_u32(r);
+  if (c->ntimes > HS_HANDOFF_CRASH_TIMES) {
+    r->bad = 1;
+    return;
+  }
+  for (uint32_t i = 0; i < c->ntimes; i++)
+    c->times[i] = get_u64(r);
+  c->callback = get_str(r);
+  c->version = get_str(r);
+  c->what = get_str(r);
+  c->where = get_str(r);
+  c->action = get_str(r);
+  c->detail = get_str(r);
+  c->signo = (int)get_u32(r);
+  c->code = (int)get_u32(r);
+  c->hang = get_u32(r) != 0;
+  c->addr = get_u64(r);
+  c->pc = get_u64(r);
+  c->at = get_i64(r);
+}
+
 static void get_slot(reader *r, hs_handoff_slot *s) {
   s->file = get_str(r);
   s->loaded = get_u32(r) != 0;
@@ -281,6 +341,8 @@ static void get_slot(reader *r, hs_handoff_slot *s) {
     s->outputs[i].name = get_str(r);
   }
   s->failed_key = get_u64(r);
+  if (r->version >= 2)
+    get_crash(r, &s->crash);
   if (!s->file || !s->copy_path || !s->version)
     r->bad = 1;
 }
@@ -355,7 +417,8 @@ int hs_handoff_read(int fd, hs_handoff *h, hs_error *err) {
   }
 
   reader r = {all + HEADER_SIZE, all + HEADER_SIZE + len,
-              all + HEADER_SIZE + len, size - HEADER_SIZE - len, 0, 0};
+              all + HEADER_SIZE + len, size - HEADER_SIZE - len, version, 0,
+              0};
   h->version = version;
   h->host_version = get_str(&r);
   h->reexecs = get_u32(&r);
@@ -406,6 +469,13 @@ void hs_handoff_free(hs_handoff *h) {
         free(s->deps[j]);
       for (size_t j = 0; j < s->noutputs; j++)
         free(s->outputs[j].name);
+      hs_handoff_crash *c = &s->crash;
+      free(c->callback);
+      free(c->version);
+      free(c->what);
+      free(c->where);
+      free(c->action);
+      free(c->detail);
     }
     free(s->deps);
     free(s->outputs);

@@ -10,7 +10,10 @@
  * versioned: it opens with HS_HANDOFF_MAGIC, the format version, the
  * payload's length and its hash, so a truncated or foreign file is refused
  * with the reason instead of starting empty. A host reads every format
- * version from 1 to HS_HANDOFF_VERSION.
+ * version from 1 to HS_HANDOFF_VERSION, and writes the newest one the new
+ * image reads (its check says which: upgrade.h), so that an older build
+ * can still take over. Format 2 adds what the host knows of each
+ * plugin's crashes.
  */
 #ifndef HS_HANDOFF_H
 #define HS_HANDOFF_H
@@ -22,7 +25,7 @@
 #include "state.h"
 
 #define HS_HANDOFF_MAGIC "HSHANDOF"
-#define HS_HANDOFF_VERSION 1
+#define HS_HANDOFF_VERSION 2
 #define HS_HANDOFF_ENV "HOTSWAP_HANDOFF"
 
 /* An fd a plugin registered with io_watch; it stays open, same number. */
@@ -47,6 +50,25 @@ typedef struct hs_handoff_output {
   char *name;             /* its file name in the cache dir */
 } hs_handoff_output;
 
+#define HS_HANDOFF_CRASH_TIMES 100 /* = HS_CRASH_LIMIT_MAX (crash.h) */
+
+/* What the host knew of a plugin's crashes (crash.h); format 2 on. Empty
+ * (all zero) when read from format 1. */
+typedef struct hs_handoff_crash {
+  int quarantined;        /* not running since a crash */
+  int held;               /* crash loop: waits for different content */
+  uint64_t held_hash;     /* the content that crashed last */
+  uint32_t count;         /* crashes so far */
+  uint32_t ntimes;        /* times[0..ntimes): the latest crashes, oldest
+                             first (CLOCK_MONOTONIC, which survives exec) */
+  uint64_t times[HS_HANDOFF_CRASH_TIMES];
+  /* the last crash, when count > 0 */
+  char *callback, *version, *what, *where, *action, *detail;
+  int signo, code, hang;
+  uint64_t addr, pc;
+  int64_t at;             /* wall clock, s */
+} hs_handoff_crash;
+
 /* One plugin. Strings are owned by the handoff after hs_handoff_read; when
  * writing, they are the caller's. */
 typedef struct hs_handoff_slot {
@@ -70,10 +92,12 @@ typedef struct hs_handoff_slot {
   hs_handoff_output *outputs; /* and the outputs kept for going back */
   size_t noutputs;
   uint64_t failed_key;    /* inputs that failed to compile last */
+  hs_handoff_crash crash; /* format 2 on */
 } hs_handoff_slot;
 
 typedef struct hs_handoff {
-  uint32_t version;       /* the format version read */
+  uint32_t version;       /* the format version read; when writing, the
+                             one to write (0: HS_HANDOFF_VERSION) */
   char *host_version;     /* HS_VERSION_STRING of the image that wrote it */
   uint32_t reexecs;       /* re-executions so far, this one included */
   int64_t started_at;     /* wall clock (s) when the first image started */
@@ -93,8 +117,9 @@ typedef struct hs_handoff {
 } hs_handoff;
 
 /* Writes h into a new memfd (close-on-exec; the caller clears that flag
- * for the execve). Returns the fd, or a negative code with err filled
- * (stage "handoff"). */
+ * for the execve), in format h->version (0: the newest; format 1 leaves
+ * the crashes out). Returns the fd, or a negative code with err filled
+ * (stage "handoff"; HS_EINVAL for a format this host cannot write). */
 int hs_handoff_write(const hs_handoff *h, hs_error *err);
 
 /* Reads a handoff from fd (from its start) into h, which the caller frees

@@ -185,6 +185,12 @@ static void reexec(host *h) {
   for (size_t i = 0; i < ho.nslots; i++)
     for (size_t j = 0; j < ho.slots[i].nfds; j++)
       keep[nkeep++] = ho.slots[i].fds[j].fd;
+  ho.version = h->up.new_handoff; /* the newest format the new image reads */
+  if (ho.version && ho.version < HS_HANDOFF_VERSION)
+    hs_log(HS_LOG_WARN, NULL, "upgrade",
+           "%s reads handoff formats up to %u: the plugins' crash records "
+           "are not carried over",
+           h->up.path, ho.version);
   fd = hs_handoff_write(&ho, &err);
   if (fd < 0)
     goto failed;

@@ -1038,6 +1038,7 @@ int hs_registry_save(const hs_registry *reg, hs_handoff *ho) {
     s->loaded_at = slot->loaded_at;
     s->build_key = slot->build_key;
     s->rejected_hash = slot->rejected_hash;
+    hs_crash_save(slot, &s->crash);
     s->state = slot->state;
     s->next_timer_id = slot->ctx.next_timer_id;
     for (const hs_fdreg *r = slot->ctx.fds; r; r = r->next)
@@ -1099,6 +1100,7 @@ static void adopt_slot(hs_registry *reg, hs_handoff_slot *s) {
   slot->loaded_at = s->loaded_at;
   slot->build_key = s->build_key;
   slot->rejected_hash = s->rejected_hash;
+  hs_crash_restore(slot, &s->crash);
   hs_state_move(&slot->state, &s->state);
   slot->ctx.next_timer_id = s->next_timer_id;
   slot->build.deps = s->deps; /* taken over, with the outputs' names */

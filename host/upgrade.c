@@ -162,7 +162,8 @@ static void check_done(hs_upgrade *up) {
   hs_error err;
   char line[300];
   const char *ok = up->out.data ? strstr(up->out.data, CHECK_LINE) : NULL;
-  int abi = 0;
+  const char *formats = ok ? strstr(ok, " handoff=1-") : NULL;
+  int abi = 0, reads = 1;
   char version[64] = "", verdict[16] = "";
 
   waitpid(up->pid, &up->status, 0);
@@ -171,6 +172,8 @@ static void check_done(hs_upgrade *up) {
   if (ok)
     sscanf(ok + strlen(CHECK_LINE), "%15s version=%63s abi=%d", verdict,
            version, &abi);
+  if (formats && (sscanf(formats, " handoff=1-%d", &reads) != 1 || reads < 1))
+    reads = 1;
   if (up->timed_out) {
     hs_error_set(&err, HS_ETIMEDOUT, "upgrade",
                  "%s did not pass its check within %d ms (killed)", up->path,
@@ -206,6 +209,8 @@ static void check_done(hs_upgrade *up) {
   } else {
     snprintf(up->new_version, sizeof(up->new_version), "%s", version);
     up->new_abi = abi;
+    up->new_handoff =
+        reads < HS_HANDOFF_VERSION ? (uint32_t)reads : HS_HANDOFF_VERSION;
   }
   up->cb(up, &err, up->data);
 }
@@ -369,7 +374,10 @@ int hs_upgrade_check(hs_upgrade *up, int force, uint32_t need_abi) {
          force ? " (forced)" : "");
 
   snprintf(self, sizeof(self), "/proc/self/fd/%d", fd);
-  snprintf(fmt, sizeof(fmt), "%d", HS_HANDOFF_VERSION);
+  /* Format 1, which every hotswap reads: the answer says up to which
+   * format the binary reads, and the handoff is written in the newest
+   * both know (an older build can take over, without what it lacks). */
+  snprintf(fmt, sizeof(fmt), "1");
   char *argv[] = {up->path, (char *)HS_UPGRADE_CHECK_ARG, fmt, NULL};
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t attr;

@@ -66,6 +66,7 @@ struct hs_upgrade {
   hs_buf out;              /* what the check printed */
   char new_version[64];    /* what the passed binary said */
   int new_abi;
+  uint32_t new_handoff;    /* the newest handoff format both read */
 };
 
 /* Returns the absolute path of the executable the host was started as,

@@ -72,6 +72,26 @@ static void sample(hs_handoff *h, hs_handoff_slot slots[2], char *bytes) {
   slots[1].copy_path = (char *)"";
   slots[1].version = (char *)"";
   slots[1].rejected_hash = 0x99;
+  /* It crashed twice and is held (format 2 on). */
+  hs_handoff_crash *c = &slots[1].crash;
+  c->quarantined = 1;
+  c->held = 1;
+  c->held_hash = 0x99;
+  c->count = 2;
+  c->ntimes = 2;
+  c->times[0] = 1000;
+  c->times[1] = 2000;
+  c->callback = (char *)"tick";
+  c->version = (char *)"0.9";
+  c->what = (char *)"SIGSEGV (address not mapped) at 0x0";
+  c->where = (char *)"broken.so+0x1139";
+  c->action = (char *)"crash-loop";
+  c->detail = (char *)"quarantined after 2 crashes in 60 s";
+  c->signo = 11;
+  c->code = 1;
+  c->addr = 0x10;
+  c->pc = 0x7f0000001139;
+  c->at = 1700000070;
   h->slots = slots;
   h->nslots = 2;
 }
@@ -144,7 +164,59 @@ static void test_handoff_round_trip(void **state) {
   assert_int_equal(s->state.version, 0);
   assert_null(s->state.data);
   assert_int_equal(s->rejected_hash, 0x99);
+  const hs_handoff_crash *c = &s->crash;
+  assert_int_equal(c->quarantined, 1);
+  assert_int_equal(c->held, 1);
+  assert_int_equal(c->held_hash, 0x99);
+  assert_int_equal(c->count, 2);
+  assert_int_equal(c->ntimes, 2);
+  assert_int_equal(c->times[0], 1000);
+  assert_int_equal(c->times[1], 2000);
+  assert_string_equal(c->callback, "tick");
+  assert_string_equal(c->version, "0.9");
+  assert_string_equal(c->what, "SIGSEGV (address not mapped) at 0x0");
+  assert_string_equal(c->where, "broken.so+0x1139");
+  assert_string_equal(c->action, "crash-loop");
+  assert_string_equal(c->detail, "quarantined after 2 crashes in 60 s");
+  assert_int_equal(c->signo, 11);
+  assert_int_equal(c->code, 1);
+  assert_int_equal(c->addr, 0x10);
+  assert_int_equal(c->pc, 0x7f0000001139);
+  assert_int_equal(c->at, 1700000070);
+  assert_int_equal(r.slots[0].crash.count, 0);
   hs_handoff_free(&r);
+}
+
+/* For an older build that reads format 1 only: the same handoff without
+ * the crashes, which that build knows nothing of. */
+static void test_handoff_writes_format_1_for_older_builds(void **state) {
+  hs_handoff w, r;
+  hs_handoff_slot slots[2];
+  char bytes[16];
+  hs_error err;
+  (void)state;
+
+  sample(&w, slots, bytes);
+  w.version = 1;
+  int fd = hs_handoff_write(&w, &err);
+  assert_true(fd >= 0);
+  assert_int_equal(hs_handoff_read(fd, &r, &err), 0);
+  close(fd);
+  assert_int_equal(r.version, 1);
+  assert_int_equal(r.nslots, 2);
+  assert_string_equal(r.slots[0].copy_path, "/tmp/hotswap-1-abc/counter.4.so");
+  assert_memory_equal(r.slots[0].state.data, bytes, 16);
+  assert_int_equal(r.slots[1].rejected_hash, 0x99);
+  assert_int_equal(r.slots[1].crash.quarantined, 0);
+  assert_int_equal(r.slots[1].crash.count, 0);
+  assert_null(r.slots[1].crash.detail);
+  hs_handoff_free(&r);
+
+  /* A format this host does not know is not written. */
+  w.version = HS_HANDOFF_VERSION + 1;
+  assert_true(hs_handoff_write(&w, &err) < 0);
+  assert_int_equal(err.code, HS_EINVAL);
+  assert_non_null(strstr(err.msg, "this hotswap writes formats 1 to"));
 }
 
 /* Writes bytes to a temporary file and returns its fd. */
@@ -230,6 +302,7 @@ static void test_handoff_refuses_a_closed_fd(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_handoff_round_trip),
+      cmocka_unit_test(test_handoff_writes_format_1_for_older_builds),
       cmocka_unit_test(test_handoff_refuses_what_is_not_one),
       cmocka_unit_test(test_handoff_refuses_a_newer_format),
       cmocka_unit_test(test_handoff_refuses_truncated_and_altered),

@@ -275,6 +275,10 @@ static void test_upgrade_check_mode(void **state) {
   char abi[32];
   snprintf(abi, sizeof(abi), " abi=%d ", HS_ABI_VERSION);
   assert_true(harness_contains(out, abi));
+  /* Formats 1 to at least 2 (2: the plugins' crash records). */
+  const char *formats = strstr(out, " handoff=1-");
+  assert_non_null(formats);
+  assert_true(atoi(formats + strlen(" handoff=1-")) >= 2);
   assert_int_equal(harness_run(h, newer, out, sizeof(out), err, sizeof(err)),
                    3);
   assert_true(harness_contains(out, "hands over format 99; this binary reads "
@@ -396,6 +400,63 @@ static void test_upgrade_migrates_a_changed_plugin(void **state) {
   assert_true(atol(strstr(line, "tick ") + 5) > 3);
   harness_expect_status_num(h, "counter", "state_version", 2);
   assert_int_equal(harness_stop(h), 0);
+}
+
+/* A plugin quarantined by a crash is still quarantined after an upgrade,
+ * with its crash record and last error; its fix then loads as before. */
+static void test_upgrade_keeps_crash_records(void **state) {
+  harness *h = *state;
+  const char *const args[] = {"--crash-grace", "0", "--no-upgrade-watch",
+                              NULL};
+  const char *const upgrade[] = {"upgrade", "--control", h->control, NULL};
+  char out[1024], err[1024], json[65536];
+
+  assert_int_equal(harness_install(h, "crash_v1", "q.so", HARNESS_WRITE_NEW,
+                                   NULL),
+                   0);
+  assert_int_equal(harness_start(h, args), 0);
+  harness_expect_line(h, "q loaded: version 1.0");
+  assert_int_equal(harness_install(h, "crash_timer_abrt", "q.so",
+                                   HARNESS_RENAME, NULL),
+                   0);
+  harness_expect_line(h, "q crashed: on_timer() of version 2.0-timer-abrt");
+  harness_expect_status(h, "q", "status", "quarantined");
+
+  assert_int_equal(harness_run(h, upgrade, out, sizeof(out), err, sizeof(err)),
+                   0);
+  assert_true(harness_contains(out, "re-executing"));
+  harness_expect_line(h, ", upgrade 1: plugins paused");
+  assert_int_equal(harness_status(h, json, sizeof(json)), 0);
+  assert_true(harness_contains(json, "\"reexecs\":1"));
+  assert_true(harness_contains(json, "\"status\":\"quarantined\""));
+  assert_true(harness_contains(json, "\"crashes\":1,\"last_crash\":{"
+                                     "\"callback\":\"on_timer\",\"version\":"
+                                     "\"2.0-timer-abrt\",\"signal\":"
+                                     "\"SIGABRT\""));
+  assert_true(harness_contains(json, "\"action\":\"quarantine\""));
+  assert_true(harness_contains(json, "\"code\":\"HS_ECRASH\",\"stage\":"
+                                     "\"on_timer\""));
+
+  /* The fix loads on the state the crash left, as without the upgrade. */
+  assert_int_equal(harness_install(h, "crash_v1b", "q.so", HARNESS_RENAME,
+                                   NULL),
+                   0);
+  harness_expect_line(h, "q log: load reload version 1.1");
+  harness_expect_status(h, "q", "status", "live");
+  assert_int_equal(harness_stop(h), 0);
+}
+
+/* An older build that reads handoff format 1 only passes the check and is
+ * handed format 1, without the crash records it knows nothing of; the
+ * host says what is left behind. */
+static void test_upgrade_hands_an_older_build_format_1(void **state) {
+  harness *h = *state;
+
+  start_counter(h, NULL);
+  put_fixture_binary(h, "fakehost_old");
+  harness_expect_line(h, "reads handoff formats up to 1: the plugins' crash "
+                         "records are not carried over");
+  harness_expect_line(h, "fakehost_old: handed format 1");
 }
 
 /* execve fails after the check passed (the file lost its x bit while a
@@ -549,6 +610,10 @@ int main(void) {
                                       setup, harness_teardown),
       cmocka_unit_test_setup_teardown(test_upgrade_migrates_a_changed_plugin,
                                       setup, harness_teardown),
+      cmocka_unit_test_setup_teardown(test_upgrade_keeps_crash_records, setup,
+                                      harness_teardown),
+      cmocka_unit_test_setup_teardown(
+          test_upgrade_hands_an_older_build_format_1, setup, harness_teardown),
       cmocka_unit_test_setup_teardown(test_upgrade_exec_failure_restores,
                                       setup, harness_teardown),
       cmocka_unit_test_setup_teardown(test_upgrade_sigusr2, setup,
