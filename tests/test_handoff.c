@@ -96,19 +96,26 @@ static void sample(hs_handoff *h, hs_handoff_slot slots[2], char *bytes) {
   h->nslots = 2;
 }
 
+/* Writes w into a memfd (close-on-exec) and reads it back into r. */
+static void write_read(const hs_handoff *w, hs_handoff *r) {
+  hs_error err;
+  int fd = hs_handoff_write(w, &err);
+  if (fd < 0)
+    fail_msg("hs_handoff_write: %s", err.msg);
+  assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+  if (hs_handoff_read(fd, r, &err) != 0)
+    fail_msg("hs_handoff_read: %s", err.msg);
+  close(fd);
+}
+
 static void test_handoff_round_trip(void **state) {
   hs_handoff w, r;
   hs_handoff_slot slots[2];
   char bytes[16];
-  hs_error err;
   (void)state;
 
   sample(&w, slots, bytes);
-  int fd = hs_handoff_write(&w, &err);
-  assert_true(fd >= 0);
-  assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
-  assert_int_equal(hs_handoff_read(fd, &r, &err), 0);
-  close(fd);
+  write_read(&w, &r);
   assert_int_equal(r.version, HS_HANDOFF_VERSION);
   assert_string_equal(r.host_version, "0.1.0");
   assert_int_equal(r.reexecs, 3);
@@ -198,10 +205,7 @@ static void test_handoff_writes_format_1_for_older_builds(void **state) {
 
   sample(&w, slots, bytes);
   w.version = 1;
-  int fd = hs_handoff_write(&w, &err);
-  assert_true(fd >= 0);
-  assert_int_equal(hs_handoff_read(fd, &r, &err), 0);
-  close(fd);
+  write_read(&w, &r);
   assert_int_equal(r.version, 1);
   assert_int_equal(r.nslots, 2);
   assert_string_equal(r.slots[0].copy_path, "/tmp/hotswap-1-abc/counter.4.so");
